@@ -1,0 +1,79 @@
+"""Checkpoints: weights + model config + class names + resolved config + metrics, written atomically.
+
+Everything is plain tensors, numbers, strings, lists and dicts, so `torch.load(path, weights_only=True)` reads it.
+Shipped models live in fer/weights/<name>.pt and are addressable by name (`--checkpoint fer2013`).
+"""
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from fer.models import create_model
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+DEFAULT_MODEL = "fer2013"
+
+
+def shipped_models() -> list[str]:
+    return sorted(p.stem for p in WEIGHTS_DIR.glob("*.pt"))
+
+
+def resolve_checkpoint(name_or_path: str | Path | None) -> Path:
+    """A shipped model name (None: the default) or a path to a checkpoint file."""
+    name_or_path = DEFAULT_MODEL if name_or_path is None else str(name_or_path)
+    shipped = WEIGHTS_DIR / f"{name_or_path}.pt"
+    if shipped.is_file():
+        return shipped
+    path = Path(name_or_path)
+    if path.is_dir() and (path / "best.pt").is_file():
+        return path / "best.pt"
+    if path.is_file():
+        return path
+    raise FileNotFoundError(f"checkpoint {name_or_path!r} is neither a file nor a shipped model "
+                            f"(shipped: {', '.join(shipped_models()) or 'none'})")
+
+
+def atomic_save(obj, path: str | Path) -> None:
+    """Write to a temporary file in the same folder, fsync, then rename: a crash never leaves a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def model_spec(name: str, num_classes: int, head: str, width: int, image_size: int, prob_scale: float) -> dict:
+    return {"name": name, "num_classes": num_classes, "head": head, "width": width, "image_size": image_size,
+            "prob_scale": prob_scale}
+
+
+def build_model(spec: dict) -> nn.Module:
+    return create_model(spec["name"], spec["num_classes"], head=spec["head"], width=spec["width"])
+
+
+def load_checkpoint(name_or_path: str | Path | None) -> dict:
+    path = resolve_checkpoint(name_or_path)
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    missing = {"model_spec", "class_names", "state_dict"} - set(checkpoint)
+    if missing:
+        raise ValueError(f"{path}: not a fer checkpoint (missing {', '.join(sorted(missing))})")
+    checkpoint["path"] = str(path)
+    return checkpoint
+
+
+def load_model(name_or_path: str | Path | None) -> tuple[nn.Module, dict]:
+    """Rebuild the model from the checkpoint alone; returns (model in eval mode, checkpoint dict)."""
+    checkpoint = load_checkpoint(name_or_path)
+    model = build_model(checkpoint["model_spec"])
+    model.load_state_dict(checkpoint["state_dict"])
+    return model.eval(), checkpoint

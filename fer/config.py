@@ -1,0 +1,207 @@
+"""Typed, frozen experiment configs loaded from YAML.
+
+The builder is strict (modelled on yacs' _merge_a_into_b): unknown keys, wrong types and out-of-range values are errors
+that name the file and the dotted key. Command-line overrides (`--set train.lr=0.01`) go through the same checks.
+"""
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+DATASETS = ("fer2013", "fer2013-csv", "ferplus", "rafdb", "folder")
+LOSSES = ("softmax", "center", "island", "cosine_distance")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str = "fer2013"
+    path: str | None = None  # dataset location; None: <data root>/<dataset folder>
+    image_size: int = 48
+    val_fraction: float = 0.1  # carved from train (stratified, seeded) for datasets without a validation split
+    max_per_class: int | None = None  # small real subsets for tests and quick runs
+    class_map: dict[str, str] = field(default_factory=dict)
+    exclude_unknown: bool = False  # folder layout: drop (and count) classes the model does not know
+    dedup_train: bool = False  # drop train images that have a byte-identical copy in the test split
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    hflip: float = 0.5  # probability
+    rotate: float = 10.0  # degrees, uniform in [-rotate, rotate]
+    shift: float = 0.1  # fraction of the image size
+    scale: float = 0.1  # zoom range, uniform in [1 - scale, 1 + scale]
+    brightness_contrast: float = 0.0  # probability of a random brightness/contrast change
+    erase: float = 0.0  # probability of erasing one random rectangle (CoarseDropout)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "mini_xception"
+    head: str = "cosine"  # keras | linear | cosine
+    width: int = 1  # channel multiplier for the models that take one
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    name: str = "cosine_distance"
+    scale: float = 10.0  # AM-Softmax s (Wu et al. 2019 tune s at m = 0.35)
+    margin: float = 0.35  # AM-Softmax m (Wang et al. 2018)
+    lambda_island: float = 0.01  # weight of the center/Island part (Cai et al. 2018)
+    lambda1: float = 10.0  # weight of the Island pair term (Cai et al. 2018)
+    intra: str = "euclidean"  # euclidean | cosine
+    alpha: float = 0.5  # center step size (Wen et al. 2016)
+    center_update: str = "delta"  # delta | autograd
+    class_weighting: str = "none"  # none | balanced (inverse class frequency in the loss)
+    label_smoothing: float = 0.0  # softmax/center/island only
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 30
+    batch_size: int = 64
+    optimizer: str = "adamw"  # adam | adamw | sgd
+    lr: float = 0.003
+    weight_decay: float = 0.0001
+    momentum: float = 0.9  # sgd only
+    schedule: str = "onecycle"  # onecycle | cosine | plateau | none
+    early_stop_patience: int = 0  # epochs without validation improvement; 0 disables
+    max_steps: int | None = None  # stop after this many optimizer steps (tests, smoke runs)
+    balanced_sampling: bool = False
+    seed: int = 0
+    threads: int = 0  # torch threads; 0: all cores
+    channels_last: bool = True  # ~2.5x faster for mini-Xception on this CPU (benchmarks/train_throughput.py)
+    out_dir: str = "runs/default"
+    checkpoint_every: int = 200  # optimizer steps between resumable checkpoints (last.pt)
+    eval_batch_size: int = 256
+
+
+@dataclass(frozen=True)
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+CHOICES = {
+    "data.dataset": DATASETS,
+    "model.head": ("keras", "linear", "cosine"),
+    "loss.name": LOSSES,
+    "loss.intra": ("euclidean", "cosine"),
+    "loss.center_update": ("delta", "autograd"),
+    "loss.class_weighting": ("none", "balanced"),
+    "train.optimizer": ("adam", "adamw", "sgd"),
+    "train.schedule": ("onecycle", "cosine", "plateau", "none"),
+}
+POSITIVE = {"data.image_size", "model.width", "loss.scale", "train.epochs", "train.batch_size", "train.lr", "train.eval_batch_size", "train.checkpoint_every",
+            "data.max_per_class", "train.max_steps"}
+NON_NEGATIVE = {"loss.margin", "loss.lambda_island", "loss.lambda1", "loss.alpha", "train.weight_decay", "train.momentum",
+                "train.early_stop_patience", "train.threads", "augment.rotate", "augment.shift", "augment.scale"}
+PROBABILITIES = {"data.val_fraction", "augment.hflip", "augment.brightness_contrast", "augment.erase", "loss.label_smoothing"}
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _check_type(value, annotation, where: str):
+    """Return value converted to the annotated type, or raise ConfigError naming `where`."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(annotation)
+        if value is None and type(None) in options:
+            return None
+        annotation = next(a for a in options if a is not type(None))
+        origin = typing.get_origin(annotation)
+    if origin is dict:
+        if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+            raise ConfigError(f"{where}: expected a mapping of strings to strings, got {value!r}")
+        return dict(value)
+    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if annotation in (int, float) and isinstance(value, bool) or not isinstance(value, annotation):
+        raise ConfigError(f"{where}: expected {annotation.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _check_range(key: str, value, where: str):
+    if value is None:
+        return
+    if key in CHOICES and value not in CHOICES[key]:
+        raise ConfigError(f"{where}: {value!r} is not one of {', '.join(CHOICES[key])}")
+    if key in POSITIVE and value <= 0:
+        raise ConfigError(f"{where}: must be > 0, got {value!r}")
+    if key in NON_NEGATIVE and value < 0:
+        raise ConfigError(f"{where}: must be >= 0, got {value!r}")
+    if key in PROBABILITIES and not 0 <= value <= 1:
+        raise ConfigError(f"{where}: must be in [0, 1], got {value!r}")
+
+
+def _build(cls, raw: dict, source: str, prefix: str = ""):
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: '{prefix.rstrip('.') or '<top>'}' must be a mapping, got {type(raw).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    for key in raw:
+        if key not in fields:
+            raise ConfigError(f"{source}: unknown key '{prefix}{key}' (known: {', '.join(fields)})")
+    values = {}
+    for name, value in raw.items():
+        key = prefix + name
+        if dataclasses.is_dataclass(hints[name]):
+            values[name] = _build(hints[name], value, source, key + ".")
+        else:
+            values[name] = _check_type(value, hints[name], f"{source}: '{key}'")
+            _check_range(key, values[name], f"{source}: '{key}'")
+    return cls(**values)
+
+
+def config_from_dict(raw: dict, source: str = "<dict>") -> Config:
+    return _build(Config, raw or {}, source)
+
+
+def apply_overrides(raw: dict, overrides: list[str], source: str = "--set") -> dict:
+    """Merge `section.key=value` strings (value parsed as YAML) into a raw config dict."""
+    raw = {k: dict(v) if isinstance(v, dict) else v for k, v in (raw or {}).items()}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"{source}: expected key=value, got {item!r}")
+        dotted, text = item.split("=", 1)
+        parts = dotted.strip().split(".")
+        if len(parts) != 2:
+            raise ConfigError(f"{source}: key must be 'section.key', got {dotted!r}")
+        section, key = parts
+        raw.setdefault(section, {})
+        if not isinstance(raw[section], dict):
+            raise ConfigError(f"{source}: '{section}' is not a section")
+        raw[section][key] = yaml.safe_load(text)
+    return raw
+
+
+def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    with open(path) as f:
+        try:
+            raw = yaml.safe_load(f) or {}
+        except yaml.YAMLError as error:
+            raise ConfigError(f"{path}: invalid YAML: {error}") from error
+    config = config_from_dict(raw, str(path))  # file errors name the file
+    if overrides:
+        config = config_from_dict(apply_overrides(raw, list(overrides)), f"{path} with --set")
+    return config
+
+
+def config_to_dict(config: Config) -> dict:
+    return dataclasses.asdict(config)
+
+
+def save_config(config: Config, path: str | Path) -> None:
+    with open(path, "w") as f:
+        yaml.safe_dump(config_to_dict(config), f, sort_keys=False)

@@ -1,0 +1,1 @@
+"""Dataset readers, the train/validation/test protocol, augmentation and batching."""

@@ -1,0 +1,48 @@
+"""Batches from in-memory uint8 faces: shuffled (or class-balanced) order, augmentation, float tensors."""
+
+import numpy as np
+import torch
+
+from fer.data.readers import FaceSet
+from fer.data.transforms import to_tensor
+
+
+def class_balanced_weights(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """Per-class weights inversely proportional to frequency, mean 1 over the samples."""
+    counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
+    weights = np.where(counts > 0, len(labels) / (num_classes * np.maximum(counts, 1)), 0.0)
+    return weights
+
+
+class TrainBatches:
+    """One epoch of augmented batches. The order depends only on (seed, epoch), so a resumed run sees the same batches."""
+
+    def __init__(self, faces: FaceSet, batch_size: int, augmentation=None, seed: int = 0, balanced: bool = False):
+        self.faces, self.batch_size, self.augmentation, self.seed, self.balanced = faces, batch_size, augmentation, seed, balanced
+
+    def __len__(self) -> int:
+        return len(self.faces) // self.batch_size  # drop the last partial batch: BatchNorm dislikes tiny batches
+
+    def epoch(self, epoch: int, start_batch: int = 0):
+        """Yield (x (B, 1, S, S) float32, labels (B,) int64) for batches start_batch.. of this epoch."""
+        rng = np.random.default_rng([self.seed, epoch])
+        n = len(self.faces)
+        if self.balanced:
+            class_weights = class_balanced_weights(self.faces.labels, len(self.faces.class_names))
+            p = class_weights[self.faces.labels]
+            order = rng.choice(n, size=n, replace=True, p=p / p.sum())
+        else:
+            order = rng.permutation(n)
+        for b in range(start_batch, len(self)):
+            index = order[b * self.batch_size:(b + 1) * self.batch_size]
+            images = self.faces.images[index]
+            if self.augmentation is not None:
+                # Seeded by (seed, epoch, batch) alone, so a run resumed mid-epoch augments exactly like a straight run.
+                self.augmentation.set_random_seed(int(np.random.default_rng([self.seed, epoch, b]).integers(2**31)))
+                images = np.stack([self.augmentation(image=image)["image"] for image in images])
+            yield to_tensor(images), torch.from_numpy(self.faces.labels[index])
+
+
+def eval_batches(faces: FaceSet, batch_size: int):
+    for start in range(0, len(faces), batch_size):
+        yield to_tensor(faces.images[start:start + batch_size]), torch.from_numpy(faces.labels[start:start + batch_size])

@@ -1,0 +1,29 @@
+"""Where data lives: --data-root, then env FER_DATA, then <repo>/data."""
+
+import os
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+# Folder of each dataset under the data root (the layout of data/README.md).
+DATASET_FOLDERS = {"fer2013": "fer2013", "fer2013-csv": "fer2013/fer2013.csv", "ferplus": ".", "rafdb": "rafdb", "folder": "."}
+
+
+def data_root(explicit: str | Path | None = None) -> Path:
+    if explicit:
+        return Path(explicit)
+    if os.environ.get("FER_DATA"):
+        return Path(os.environ["FER_DATA"])
+    return REPO_ROOT / "data"
+
+
+def dataset_path(dataset: str, path: str | Path | None = None, root: str | Path | None = None) -> Path:
+    """The dataset's location: an explicit path wins, else its folder under the data root."""
+    if path:
+        return Path(path)
+    return data_root(root) / DATASET_FOLDERS[dataset]
+
+
+def shared_root() -> Path:
+    """The read-only shared folder beside the repo (test media, third-party models); env FER_SHARED overrides."""
+    return Path(os.environ.get("FER_SHARED") or REPO_ROOT.parent / "shared")

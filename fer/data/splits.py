@@ -1,0 +1,94 @@
+"""The evaluation protocol: which split trains, which selects checkpoints, which reports.
+
+FER2013 and FER+: train on `train`, select on `public` (PublicTest), report `private` (PrivateTest).
+RAF-DB and class folders: a stratified, seeded validation split is carved from the training part; the test split is never
+used for selection.
+"""
+
+import logging
+
+import numpy as np
+from sklearn.model_selection import train_test_split
+
+from fer.config import DataConfig
+from fer.data import readers
+from fer.data.paths import dataset_path
+from fer.labels import FER2013_CLASSES
+
+log = logging.getLogger(__name__)
+
+SPLITS = {
+    "fer2013": ("train", "public", "private"),
+    "fer2013-csv": ("train", "public", "private"),
+    "ferplus": ("train", "public", "private"),
+    "rafdb": ("train", "val", "test"),
+    "folder": ("train", "val", "test"),
+}
+
+
+def read_split(cfg: DataConfig, split: str, root=None, class_names=FER2013_CLASSES) -> readers.FaceSet:
+    """Read one split as stored on disk (no carving)."""
+    location = dataset_path(cfg.dataset, cfg.path, root)
+    size = cfg.image_size
+    if cfg.dataset == "fer2013":
+        return readers.read_fer2013_folder(location, split, size)
+    if cfg.dataset == "fer2013-csv":
+        return readers.read_fer2013_csv(location, split, size)
+    if cfg.dataset == "ferplus":
+        return readers.read_ferplus(location, split, size)
+    if cfg.dataset == "rafdb":
+        return readers.read_rafdb(location, split, size)
+    # folder: <path>/<split>/<class>/ when split folders exist, else <path>/<class>/ is the whole (train) set.
+    folder = location / split if (location / split).is_dir() else location
+    return readers.read_class_folder(folder, class_names, size, cfg.class_map, cfg.exclude_unknown)
+
+
+def limit_per_class(faces: readers.FaceSet, max_per_class: int | None, seed: int) -> readers.FaceSet:
+    if not max_per_class:
+        return faces
+    rng = np.random.default_rng(seed)
+    keep = [i for label in range(len(faces.class_names))
+            for i in rng.permutation(np.flatnonzero(faces.labels == label))[:max_per_class]]
+    return faces.subset(sorted(keep))
+
+
+def carve_validation(faces: readers.FaceSet, fraction: float, seed: int) -> tuple[readers.FaceSet, readers.FaceSet]:
+    indices = np.arange(len(faces))
+    train_idx, val_idx = train_test_split(indices, test_size=fraction, random_state=seed, stratify=faces.labels)
+    train, val = faces.subset(np.sort(train_idx)), faces.subset(np.sort(val_idx))
+    train.name, val.name = faces.name + " (train part)", faces.name + f" (val part, {fraction:.0%}, seed {seed})"
+    return train, val
+
+
+def load_train_val(cfg: DataConfig, seed: int = 0, root=None) -> tuple[readers.FaceSet, readers.FaceSet]:
+    """Training and validation (checkpoint selection) sets under the dataset's protocol."""
+    train_name, val_name, test_name = SPLITS[cfg.dataset]
+    train = read_split(cfg, "train", root)
+    if val_name == "val":
+        train, val = carve_validation(train, cfg.val_fraction, seed)
+    else:
+        val = read_split(cfg, val_name, root)
+    if cfg.dedup_train:
+        train = readers.drop_duplicates_of(train, read_split(cfg, test_name, root), "duplicate_of_test")
+        train = readers.drop_duplicates_of(train, val, "duplicate_of_val")
+    train = limit_per_class(train, cfg.max_per_class, seed)
+    val = limit_per_class(val, cfg.max_per_class, seed)
+    for faces in (train, val):
+        if faces.skipped:
+            log.warning("%s: %d file(s) could not be read and are not used", faces.name, len(faces.skipped))
+    return train, val
+
+
+def load_eval_split(cfg: DataConfig, split: str, seed: int = 0, root=None, class_names=FER2013_CLASSES,
+                    dedup_clean: bool = False) -> readers.FaceSet:
+    """A split for evaluation; 'val' is recarved exactly as in training. dedup_clean drops images that also occur in train."""
+    known = SPLITS[cfg.dataset]
+    if split not in known:
+        raise ValueError(f"{cfg.dataset}: unknown split {split!r}; expected one of {', '.join(known)}")
+    if split == "val" and known[1] == "val":
+        faces = carve_validation(read_split(cfg, "train", root, class_names), cfg.val_fraction, seed)[1]
+    else:
+        faces = read_split(cfg, split, root, class_names)
+    if dedup_clean:
+        faces = readers.drop_duplicates_of(faces, read_split(cfg, "train", root, class_names), "duplicate_of_train")
+    return faces

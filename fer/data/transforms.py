@@ -1,0 +1,29 @@
+"""Augmentation (albumentations) and the uint8 -> float tensor conversion every model input goes through."""
+
+import albumentations as A
+import cv2
+import numpy as np
+import torch
+
+from fer.config import AugmentConfig
+
+
+def build_augmentation(cfg: AugmentConfig, image_size: int) -> A.Compose:
+    """Training-time augmentation of uint8 gray faces (S, S); the reference recipe is rotation 10, shift 0.1, zoom 0.1, flip."""
+    steps = [A.HorizontalFlip(p=cfg.hflip)]
+    if cfg.rotate or cfg.shift or cfg.scale:
+        steps.append(A.Affine(rotate=(-cfg.rotate, cfg.rotate), translate_percent=(-cfg.shift, cfg.shift),
+                              scale=(1 - cfg.scale, 1 + cfg.scale), border_mode=cv2.BORDER_REPLICATE, p=1.0))
+    if cfg.brightness_contrast:
+        steps.append(A.RandomBrightnessContrast(0.2, 0.2, p=cfg.brightness_contrast))
+    if cfg.erase:
+        side = (image_size // 8, image_size // 3)
+        steps.append(A.CoarseDropout(num_holes_range=(1, 1), hole_height_range=side, hole_width_range=side, p=cfg.erase))
+    return A.Compose(steps)
+
+
+def to_tensor(faces: np.ndarray) -> torch.Tensor:
+    """uint8 (B, S, S) -> float32 (B, 1, S, S) in [-1, 1] (x / 255 * 2 - 1, as mini-Xception's reference preprocessing)."""
+    if faces.dtype != np.uint8 or faces.ndim != 3:
+        raise ValueError(f"faces must be uint8 (B, S, S), got {faces.dtype} {faces.shape}")
+    return torch.from_numpy(faces).unsqueeze(1).float().mul_(2 / 255).sub_(1)

@@ -1,0 +1,268 @@
+"""train(cfg): the one place optimisers and schedulers live.
+
+Top to bottom: data -> model -> loss -> optimiser/schedule -> epochs (progress bar, validation, metrics.csv, curves.png,
+best.pt by validation accuracy, early stopping). last.pt is written atomically every `train.checkpoint_every` steps and at
+each epoch end; resume=True continues from it and ends where a straight run with the same seed ends.
+"""
+
+import csv
+import logging
+import math
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from fer import losses
+from fer.checkpoint import atomic_save, build_model, model_spec
+from fer.config import Config, ConfigError, config_to_dict, save_config
+from fer.data.loader import TrainBatches, class_balanced_weights, eval_batches
+from fer.data.splits import load_train_val
+from fer.data.transforms import build_augmentation
+
+log = logging.getLogger(__name__)
+
+
+def check_compatible(cfg: Config) -> None:
+    """Combinations the per-field checks cannot see."""
+    if cfg.loss.name == "cosine_distance" and cfg.model.head != "cosine":
+        raise ConfigError(f"'model.head' must be 'cosine' for loss 'cosine_distance', got {cfg.model.head!r}")
+    if cfg.loss.name != "cosine_distance" and cfg.model.head == "cosine":
+        raise ConfigError(f"'model.head' 'cosine' needs loss 'cosine_distance'; loss {cfg.loss.name!r} wants 'keras' or 'linear'")
+    if cfg.loss.name == "cosine_distance" and (cfg.loss.class_weighting != "none" or cfg.loss.label_smoothing):
+        raise ConfigError("'loss.class_weighting' and 'loss.label_smoothing' apply to softmax, center and island only; "
+                          "use 'train.balanced_sampling' with cosine_distance")
+    if cfg.model.name == "mini_xception" and cfg.model.width != 1:
+        raise ConfigError(f"'model.width': mini_xception has a fixed width, got {cfg.model.width}")
+
+
+class Objective(torch.nn.Module):
+    """Loss of a batch from (embeddings, outputs, labels); owns the center state of center/island/cosine_distance."""
+
+    def __init__(self, cfg, num_classes: int, embedding_dim: int, class_weights: torch.Tensor | None):
+        super().__init__()
+        c = cfg.loss
+        self.name, self.weight, self.label_smoothing = c.name, c.lambda_island, c.label_smoothing
+        self.register_buffer("class_weights", class_weights)
+        common = dict(alpha=c.alpha, update=c.center_update)
+        if c.name == "center":
+            self.centers = losses.CenterLoss(num_classes, embedding_dim, **common)
+        elif c.name == "island":
+            self.centers = losses.IslandLoss(num_classes, embedding_dim, lambda1=c.lambda1, **common)
+        elif c.name == "cosine_distance":
+            self.centers = losses.CosineDistanceLoss(num_classes, embedding_dim, scale=c.scale, margin=c.margin,
+                                                     lambda_island=c.lambda_island, lambda1=c.lambda1, intra=c.intra, **common)
+
+    def forward(self, embeddings, outputs, labels):
+        if self.name == "cosine_distance":
+            return self.centers(embeddings, outputs, labels)
+        loss = F.cross_entropy(outputs.float(), labels, weight=self.class_weights, label_smoothing=self.label_smoothing)
+        if self.name in ("center", "island"):
+            loss = loss + self.weight * self.centers(embeddings, labels)
+        return loss
+
+
+def make_schedule(cfg, optimizer, total_steps: int):
+    t = cfg.train
+    if t.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=t.lr, total_steps=total_steps, pct_start=0.15)
+    if t.schedule == "cosine":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step / total_steps, 1))))
+    if t.schedule == "plateau":  # the mini-Xception reference: ReduceLROnPlateau(0.1, patience 12)
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.1, patience=12)
+    return None
+
+
+def make_optimizer(cfg, model):
+    t = cfg.train
+    params = [{"params": [p for p in model.parameters() if p.ndim > 1], "weight_decay": t.weight_decay},
+              {"params": [p for p in model.parameters() if p.ndim <= 1], "weight_decay": 0.0}]  # no decay on BN / biases
+    if t.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, nesterov=True)
+    return (torch.optim.AdamW if t.optimizer == "adamw" else torch.optim.Adam)(params, lr=t.lr)
+
+
+@torch.inference_mode()
+def validate(model, faces, batch_size: int, channels_last: bool) -> dict:
+    model.eval()
+    correct, predictions = 0, []
+    for x, labels in eval_batches(faces, batch_size):
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        predicted = model(x).argmax(1)
+        predictions.append(predicted)
+        correct += (predicted == labels).sum().item()
+    predicted = torch.cat(predictions).numpy()
+    recalls = [np.mean(predicted[faces.labels == k] == k) for k in range(len(faces.class_names)) if (faces.labels == k).any()]
+    return {"val_acc": correct / max(len(faces), 1), "val_balanced_acc": float(np.mean(recalls))}
+
+
+def plot_curves(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [r["epoch"] for r in rows]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    ax_loss.plot(epochs, [r["train_loss"] for r in rows], label="train loss")
+    ax_loss.set_xlabel("epoch"), ax_loss.legend()
+    ax_acc.plot(epochs, [r["train_acc"] for r in rows], label="train acc (augmented)")
+    ax_acc.plot(epochs, [r["val_acc"] for r in rows], label="validation acc")
+    ax_acc.set_xlabel("epoch"), ax_acc.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def train(cfg: Config, data_root=None, resume: bool = False, progress: bool = True) -> dict:
+    """Train under cfg; returns {'best': path, 'last': path, 'best_val_acc': float, 'epochs': int, 'seconds': float}."""
+    check_compatible(cfg)
+    t = cfg.train
+    if t.threads:
+        torch.set_num_threads(t.threads)
+    seed_everything(t.seed)
+    out = Path(t.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "config.yaml")
+
+    train_faces, val_faces = load_train_val(cfg.data, seed=t.seed, root=data_root)
+    num_classes = len(train_faces.class_names)
+    log.info("train %d images %s, validation %d images", len(train_faces), train_faces.class_counts(), len(val_faces))
+    batches = TrainBatches(train_faces, t.batch_size, build_augmentation(cfg.augment, cfg.data.image_size), t.seed,
+                           t.balanced_sampling)
+    if len(batches) == 0:
+        raise ValueError(f"train set has {len(train_faces)} images, fewer than one batch of {t.batch_size}")
+
+    spec = model_spec(cfg.model.name, num_classes, cfg.model.head, cfg.model.width, cfg.data.image_size,
+                      cfg.loss.scale if cfg.model.head == "cosine" else 1.0)
+    model = build_model(spec)
+    if t.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    class_weights = None
+    if cfg.loss.class_weighting == "balanced":
+        class_weights = torch.tensor(class_balanced_weights(train_faces.labels, num_classes), dtype=torch.float32)
+    objective = Objective(cfg, num_classes, model.embedding_dim, class_weights)
+    optimizer = make_optimizer(cfg, model)
+    center_optimizer = None
+    if cfg.loss.name != "softmax" and cfg.loss.center_update == "autograd":
+        weight = None if cfg.loss.name == "cosine_distance" else cfg.loss.lambda_island  # cosine_distance weighs itself
+        center_optimizer = losses.center_optimizer(objective.centers, cfg.loss.alpha, loss_weight=weight)
+    total_steps = t.epochs * len(batches)
+    schedule = make_schedule(cfg, optimizer, total_steps)
+
+    state = {"epoch": 0, "batch": 0, "step": 0, "best_val_acc": -1.0, "bad_epochs": 0, "history": [], "seconds": 0.0}
+    last_path, best_path = out / "last.pt", out / "best.pt"
+    if resume:
+        if not last_path.is_file():
+            raise FileNotFoundError(f"--resume: no checkpoint to resume from at {last_path}")
+        saved = torch.load(last_path, map_location="cpu", weights_only=True)
+        model.load_state_dict(saved["state_dict"])
+        objective.load_state_dict(saved["objective"])
+        optimizer.load_state_dict(saved["optimizer"])
+        if center_optimizer is not None:
+            center_optimizer.load_state_dict(saved["center_optimizer"])
+        if schedule is not None:
+            schedule.load_state_dict(saved["schedule"])
+        torch.set_rng_state(saved["torch_rng"])
+        state = saved["train_state"]
+        log.info("resumed from %s at epoch %d batch %d (step %d)", last_path, state["epoch"], state["batch"], state["step"])
+
+    def checkpoint(path: Path, metrics: dict | None = None, resumable: bool = True) -> None:
+        payload = {"state_dict": model.state_dict(), "model_spec": spec, "class_names": list(train_faces.class_names),
+                   "config": config_to_dict(cfg), "metrics": metrics or {}}
+        if resumable:
+            payload.update({"objective": objective.state_dict(), "optimizer": optimizer.state_dict(),
+                            "schedule": schedule.state_dict() if schedule is not None else {},
+                            "center_optimizer": center_optimizer.state_dict() if center_optimizer is not None else {},
+                            "torch_rng": torch.get_rng_state(), "train_state": state})
+        atomic_save(payload, path)
+
+    stop = bool((t.max_steps and state["step"] >= t.max_steps)
+                or (t.early_stop_patience and state["bad_epochs"] >= t.early_stop_patience))
+    while state["epoch"] < t.epochs and not stop:
+        epoch, started = state["epoch"], time.perf_counter()
+        model.train()
+        objective.train()
+        totals = state.setdefault("epoch_totals", {"loss": 0.0, "correct": 0, "seen": 0})
+        first_batch, epoch_started = state["batch"], time.perf_counter()
+        bar = tqdm(batches.epoch(epoch, state["batch"]), total=len(batches), initial=state["batch"],
+                   desc=f"epoch {epoch + 1}/{t.epochs}", disable=not progress, leave=False)
+        for x, labels in bar:
+            if t.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            embeddings, outputs = model.forward_both(x)
+            loss = objective(embeddings, outputs, labels)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch + 1}, step {state['step']}; lower train.lr")
+            optimizer.zero_grad(set_to_none=True)
+            if center_optimizer is not None:
+                center_optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if center_optimizer is not None:
+                center_optimizer.step()
+            if schedule is not None and t.schedule != "plateau":
+                schedule.step()
+            state["step"] += 1
+            state["batch"] += 1
+            totals["loss"] += loss.item() * len(labels)
+            totals["correct"] += (outputs.argmax(1) == labels).sum().item()
+            totals["seen"] += len(labels)
+            images_per_s = (state["batch"] - first_batch) * t.batch_size / max(time.perf_counter() - epoch_started, 1e-9)
+            bar.set_postfix(loss=f"{totals['loss'] / totals['seen']:.3f}", acc=f"{totals['correct'] / totals['seen']:.3f}",
+                            img_s=f"{images_per_s:.0f}")
+            if t.max_steps and state["step"] >= t.max_steps:
+                stop = True
+                break
+            if state["step"] % t.checkpoint_every == 0:
+                state["seconds"] += time.perf_counter() - started
+                started = time.perf_counter()
+                checkpoint(last_path)
+        bar.close()
+        state["seconds"] += time.perf_counter() - started
+        if stop and state["batch"] < len(batches):
+            checkpoint(last_path)
+            break
+
+        metrics = validate(model, val_faces, t.eval_batch_size, t.channels_last)
+        row = {"epoch": epoch + 1, "step": state["step"], "train_loss": totals["loss"] / max(totals["seen"], 1),
+               "train_acc": totals["correct"] / max(totals["seen"], 1), **metrics,
+               "lr": optimizer.param_groups[0]["lr"], "seconds": round(state["seconds"], 1)}
+        state["history"].append(row)
+        log.info("epoch %d: train loss %.4f acc %.4f, val acc %.4f (balanced %.4f), %.0f s", row["epoch"], row["train_loss"],
+                 row["train_acc"], row["val_acc"], row["val_balanced_acc"], row["seconds"])
+        if schedule is not None and t.schedule == "plateau":
+            schedule.step(metrics["val_acc"])
+        if metrics["val_acc"] > state["best_val_acc"]:
+            state["best_val_acc"], state["bad_epochs"] = metrics["val_acc"], 0
+            checkpoint(best_path, row, resumable=False)
+        else:
+            state["bad_epochs"] += 1
+        state.update(epoch=epoch + 1, batch=0, epoch_totals={"loss": 0.0, "correct": 0, "seen": 0})
+        if t.early_stop_patience and state["bad_epochs"] >= t.early_stop_patience:
+            log.info("early stop: no validation improvement for %d epochs", state["bad_epochs"])
+            stop = True
+        checkpoint(last_path)
+        write_history(state["history"], out)
+
+    return {"best": str(best_path), "last": str(last_path), "best_val_acc": state["best_val_acc"],
+            "epochs": state["epoch"], "steps": state["step"], "seconds": state["seconds"]}
+
+
+def write_history(rows: list[dict], out: Path) -> None:
+    with open(out / "metrics.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    plot_curves(rows, out / "curves.png")
