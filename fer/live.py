@@ -1,0 +1,353 @@
+"""Live classification: camera, video file or stream -> detect -> track -> align -> classify (one batch) -> smooth.
+
+The only module that opens cameras and windows. `run_live` reads frames, runs the face detector on every
+`detect_every`-th frame (tracks carry the faces in between, see fer.tracking), classifies all faces of a frame
+in one batch, smooths each track's probabilities, and writes any of: a window, an annotated mp4, a JSONL file.
+
+Sources:
+- an int or a digit string: a camera index. A capture thread keeps only the newest frame, so a slow loop drops
+  stale frames (counted as frames_dropped) instead of lagging behind; `time` is wall-clock seconds since start.
+- a string with "://": a stream URL, read like a camera.
+- anything else: a video file, read frame by frame, nothing dropped; `time` is the video timestamp in seconds.
+
+Decode failures in files: when read() fails while fewer frames than CAP_PROP_FRAME_COUNT have been seen, the
+frame is counted in frames_failed and skipped (it is missing from the JSONL and the annotated video; frame indices
+keep the source numbering, so the gap shows). A failure at or after the frame count is the end of the file, and so
+is a run of MAX_CONSECUTIVE_FAILURES failures (a truncated file), which is logged as a warning.
+
+JSONL: one object per processed frame: {"frame": 0-based index, "time": seconds, "faces": [{"box": [x, y, w, h],
+"track_id": int, "label": str, "probabilities": {class name: p}}]}; probabilities and label are the smoothed ones.
+"""
+
+import dataclasses
+import json
+import logging
+import os
+import sys
+import threading
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from fer.face.align import align_face
+from fer.face.draw import draw_faces
+from fer.tracking import IouTracker, ProbabilitySmoother
+
+log = logging.getLogger(__name__)
+
+STAGES = ("decode", "detect", "align", "classify", "draw", "write")
+MAX_CONSECUTIVE_FAILURES = 25  # failed reads in a row that end a file or camera (about 1 s of video)
+CAMERA_READ_TIMEOUT_S = 5.0  # no new camera frame for this long ends the run
+DEFAULT_OUTPUT_FPS = 30.0  # for cameras that do not report their frame rate
+KEYS_QUIT = (ord("q"), 27)  # q, Esc
+KEYS_PAUSE = (ord(" "), ord("p"))
+KEY_SNAPSHOT = ord("s")
+FPS_EMA_ALPHA = 0.1  # smoothing of the on-screen frame rate
+
+
+def display_available() -> bool:
+    """False on Linux without an X11 or Wayland display (a server, CI, ssh); True elsewhere."""
+    if sys.platform.startswith("linux"):
+        return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    return True
+
+
+def parse_source(source: int | str) -> int | str:
+    """A camera index for an int or a digit string, the string itself otherwise."""
+    if isinstance(source, bool) or not isinstance(source, (int, str, os.PathLike)):
+        raise ValueError(f"source must be a camera index, a video file path or a stream URL, got {source!r}")
+    if isinstance(source, int):
+        return source
+    source = os.fspath(source)
+    return int(source) if source.strip().isdigit() else source
+
+
+class VideoFileReader:
+    """Frames of a video file in order; see the module docstring for how decode failures are told from the end."""
+
+    def __init__(self, path: str):
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"video file not found: {path}")
+        self.name = path
+        self.capture = cv2.VideoCapture(path)
+        if not self.capture.isOpened():
+            raise ValueError(f"cannot open video file {path}: not a video OpenCV can decode")
+        self.fps = self.capture.get(cv2.CAP_PROP_FPS) or DEFAULT_OUTPUT_FPS
+        self.frame_count = int(self.capture.get(cv2.CAP_PROP_FRAME_COUNT))  # 0 or -1 when unknown
+        self.index = 0
+        self.failed = 0
+        self.dropped = 0  # never: files are read frame by frame
+        self._failures_in_row = 0
+
+    def read(self) -> tuple[int, np.ndarray | None, float] | None:
+        """(frame index, image_bgr or None for a decode failure, seconds), or None at the end."""
+        ok, frame = self.capture.read()
+        index = self.index
+        self.index += 1
+        if ok:
+            self._failures_in_row = 0
+            msec = self.capture.get(cv2.CAP_PROP_POS_MSEC)  # timestamp of the frame just read
+            return index, frame, (msec / 1000.0 if msec > 0 or index == 0 else index / self.fps)
+        if index >= self.frame_count:
+            return None
+        self.failed += 1
+        self._failures_in_row += 1
+        if self._failures_in_row >= MAX_CONSECUTIVE_FAILURES:
+            log.warning("%s: %d failed reads in a row up to frame %d of %d; treating it as the end (truncated file?)",
+                        self.name, self._failures_in_row, index, self.frame_count)
+            return None
+        log.warning("%s: frame %d failed to decode; skipped", self.name, index)
+        return index, None, index / self.fps
+
+    def close(self) -> None:
+        self.capture.release()
+
+
+class CameraReader:
+    """A camera index or stream URL. A capture thread keeps only the newest frame, so the caller never lags."""
+
+    def __init__(self, source: int | str):
+        self.name = f"camera {source}" if isinstance(source, int) else f"stream {source}"
+        self.capture = cv2.VideoCapture(source)
+        if not self.capture.isOpened():
+            self.capture.release()
+            raise ValueError(f"cannot open {self.name}: no such device, device busy, or unreachable URL")
+        self.fps = self.capture.get(cv2.CAP_PROP_FPS) or DEFAULT_OUTPUT_FPS
+        self.index = 0
+        self.failed = 0
+        self.dropped = 0
+        self._start = time.perf_counter()
+        self._latest: tuple[np.ndarray, float] | None = None
+        self._ended = False
+        self._condition = threading.Condition()
+        self._thread = threading.Thread(target=self._capture_loop, name="fer-capture", daemon=True)
+        self._thread.start()
+
+    def _capture_loop(self) -> None:
+        failures_in_row = 0
+        while not self._ended:
+            ok, frame = self.capture.read()
+            with self._condition:
+                if ok:
+                    failures_in_row = 0
+                    if self._latest is not None:
+                        self.dropped += 1  # the loop did not take the previous frame in time
+                    self._latest = (frame, time.perf_counter() - self._start)
+                else:
+                    failures_in_row += 1
+                    self.failed += 1
+                    if failures_in_row >= MAX_CONSECUTIVE_FAILURES:
+                        log.warning("%s: %d failed reads in a row; stopping", self.name, failures_in_row)
+                        self._ended = True
+                self._condition.notify_all()
+            if not ok:
+                time.sleep(0.01)
+
+    def read(self) -> tuple[int, np.ndarray, float] | None:
+        """(frame index, newest image_bgr, seconds since start), or None when the camera stopped."""
+        with self._condition:
+            got_one = self._condition.wait_for(lambda: self._latest is not None or self._ended, CAMERA_READ_TIMEOUT_S)
+            if self._latest is None:
+                if not got_one:
+                    log.warning("%s: no frame for %.0f s; stopping", self.name, CAMERA_READ_TIMEOUT_S)
+                return None
+            frame, seconds = self._latest
+            self._latest = None
+        index = self.index
+        self.index += 1
+        return index, frame, seconds
+
+    def close(self) -> None:
+        with self._condition:
+            self._ended = True
+        self._thread.join(timeout=2.0)
+        self.capture.release()
+
+
+def open_source(source: int | str) -> VideoFileReader | CameraReader:
+    source = parse_source(source)
+    if isinstance(source, int) or "://" in source:
+        return CameraReader(source)
+    return VideoFileReader(source)
+
+
+def save_snapshot(image_bgr: np.ndarray, folder: Path, frame_index: int) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"snapshot_{time.strftime('%Y%m%d_%H%M%S')}_{frame_index:06d}.png"
+    if not cv2.imwrite(str(path), image_bgr):
+        raise ValueError(f"cannot write snapshot {path}")
+    log.info("snapshot saved: %s", path)
+    return path
+
+
+def handle_keys(window_name: str, image_bgr: np.ndarray, frame_index: int, snapshot_dir: Path) -> bool:
+    """Poll the window's keys once, staying here while paused; True when the user quits (or closed the window)."""
+    paused = False
+    key = cv2.waitKey(1) & 0xFF
+    while True:
+        if key in KEYS_QUIT or cv2.getWindowProperty(window_name, cv2.WND_PROP_VISIBLE) < 1:
+            return True
+        if key in KEYS_PAUSE:
+            paused = not paused
+        elif key == KEY_SNAPSHOT:
+            save_snapshot(image_bgr, snapshot_dir, frame_index)
+        if not paused:
+            return False
+        key = cv2.waitKey(50) & 0xFF
+
+
+def open_writer(path: Path, fps: float, image_bgr: np.ndarray) -> cv2.VideoWriter:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    height, width = image_bgr.shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+    if not writer.isOpened():
+        raise ValueError(f"cannot write video {path} (mp4v, {width}x{height} at {fps:.2f} fps); use a .mp4 path")
+    return writer
+
+
+def run_live(source: int | str, classifier, detector, *, display: bool | None = None,
+             output: str | os.PathLike | None = None, jsonl: str | os.PathLike | None = None,
+             max_frames: int | None = None, detect_every: int = 1, smoothing: str = "ema:0.5",
+             motion: str = "hold", max_missed: int = 15, iou_threshold: float = 0.3,
+             snapshot_dir: str | os.PathLike = "snapshots", window_name: str = "fer live") -> dict:
+    """Classify the faces in a camera, video file or stream until it ends, max_frames, or q/Esc in the window.
+
+    Args:
+        source: camera index (int or digit string), video file path or stream URL.
+        classifier: has class_names, input_size and predict(uint8 (N, S, S)) -> probs (N, K) (fer.inference.Classifier).
+        detector: has detect(image_bgr) -> list[Face] (fer.face.detect.FaceDetector).
+        display: show a window (keys: q/Esc quit, space/p pause, s snapshot); None = when a display is available.
+        output: annotated mp4 path (mp4v, the source's size and fps, one frame per processed frame).
+        jsonl: path for one JSON object per processed frame (see the module docstring).
+        max_frames: stop after this many frames read from the source (processed or failed); None = no limit.
+        detect_every: run the detector on every k-th frame; tracks move the boxes in between.
+        smoothing: "ema:ALPHA", "mean:N" or "none" (fer.tracking.ProbabilitySmoother.from_spec).
+        motion: "hold" or "velocity": how boxes move between detections (fer.tracking.IouTracker).
+        max_missed, iou_threshold: tracker settings (fer.tracking.IouTracker).
+        snapshot_dir: folder for the s key's snapshots.
+        window_name: title of the window.
+
+    Returns a summary: frames (processed), frames_failed, frames_dropped (cameras), faces (face boxes over all
+    frames), tracks (distinct track ids), seconds, mean_fps, stage_ms (mean ms per processed frame of each stage
+    in STAGES), stopped ("end", "max_frames" or "quit").
+    """
+    if isinstance(detect_every, bool) or not isinstance(detect_every, int) or detect_every < 1:
+        raise ValueError(f"detect_every must be an int >= 1, got {detect_every!r}")
+    if max_frames is not None and (isinstance(max_frames, bool) or not isinstance(max_frames, int) or max_frames < 0):
+        raise ValueError(f"max_frames must be None or an int >= 0, got {max_frames!r}")
+    smoother = ProbabilitySmoother.from_spec(smoothing)
+    tracker = IouTracker(iou_threshold=iou_threshold, max_missed=max_missed, motion=motion)
+    display = display_available() if display is None else bool(display)
+    class_names = list(classifier.class_names)
+    size = int(classifier.input_size)
+
+    stage_s = dict.fromkeys(STAGES, 0.0)
+    frames = faces_total = 0
+    track_ids = set()
+    last_face = {}  # track id -> the Face of its last matched detection (score, landmarks for predicted frames)
+    fps = 0.0
+    stopped = "end"
+    with ExitStack() as stack:
+        reader = open_source(source)
+        stack.callback(reader.close)
+        jsonl_file = None
+        if jsonl is not None:
+            Path(jsonl).parent.mkdir(parents=True, exist_ok=True)
+            jsonl_file = stack.enter_context(open(jsonl, "w", encoding="utf-8"))
+        writer = None
+        if display:
+            cv2.namedWindow(window_name, cv2.WINDOW_NORMAL)
+            stack.callback(cv2.destroyWindow, window_name)
+        log.info("live: %s, detect every %d frame(s), smoothing %s, display %s", reader.name, detect_every,
+                 smoothing, display)
+
+        start = last = time.perf_counter()
+        while True:
+            if max_frames is not None and reader.index >= max_frames:
+                stopped = "max_frames"
+                break
+            t0 = time.perf_counter()
+            item = reader.read()
+            t1 = time.perf_counter()
+            if item is None:
+                break
+            index, image_bgr, seconds = item
+            if image_bgr is None:  # a decode failure, already counted by the reader
+                continue
+            stage_s["decode"] += t1 - t0
+
+            if index % detect_every == 0:
+                detections = detector.detect(image_bgr)
+                tracks = tracker.update([f.box for f in detections], [f.landmarks for f in detections])
+                pairs = sorted(zip(tracks, detections), key=lambda pair: pair[0].track_id)  # the order of predict()
+                tracks, faces = [t for t, _ in pairs], [f for _, f in pairs]
+                last_face.update((t.track_id, f) for t, f in pairs)
+            else:
+                tracks = tracker.predict()
+                faces = [dataclasses.replace(last_face[t.track_id], box=tuple(int(round(v)) for v in t.box),
+                                             landmarks=t.landmarks) for t in tracks]
+            for track_id in set(last_face) - tracker.track_ids:
+                del last_face[track_id]
+            smoother.prune(tracker.track_ids)
+            t2 = time.perf_counter()
+
+            if faces:
+                batch = np.stack([align_face(image_bgr, face, size=size) for face in faces])  # (N, S, S) uint8
+            t3 = time.perf_counter()
+            probs = classifier.predict(batch) if faces else np.zeros((0, len(class_names)), np.float32)  # (N, K)
+            t4 = time.perf_counter()
+
+            smoothed = np.array([smoother.update(t.track_id, p) for t, p in zip(tracks, probs)]).reshape(probs.shape)
+            results = [{"box": [int(v) for v in face.box], "track_id": track.track_id,
+                        "label": class_names[int(np.argmax(p))],
+                        "probabilities": {name: round(float(q), 5) for name, q in zip(class_names, p)}}
+                       for track, face, p in zip(tracks, faces, smoothed)]
+            frames += 1
+            faces_total += len(results)
+            track_ids.update(r["track_id"] for r in results)
+            now = time.perf_counter()
+            fps = 1.0 / max(now - last, 1e-9) if frames == 1 else (
+                (1 - FPS_EMA_ALPHA) * fps + FPS_EMA_ALPHA / max(now - last, 1e-9))
+            last = now
+            if display or output is not None:
+                image_bgr = draw_faces(image_bgr, faces, probs=smoothed if faces else None, class_names=class_names,
+                                       track_ids=[t.track_id for t in tracks], show_bars=True)
+                cv2.putText(image_bgr, f"{fps:.1f} fps", (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 255, 255), 2,
+                            cv2.LINE_AA)
+            t5 = time.perf_counter()
+
+            if jsonl_file is not None:
+                jsonl_file.write(json.dumps({"frame": index, "time": round(seconds, 4), "faces": results}) + "\n")
+            if output is not None:
+                if writer is None:
+                    writer = open_writer(Path(output), reader.fps, image_bgr)
+                    stack.callback(writer.release)
+                writer.write(image_bgr)
+            t6 = time.perf_counter()
+            for stage, seconds_spent in zip(STAGES[1:], (t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5)):
+                stage_s[stage] += seconds_spent
+
+            if display:
+                cv2.imshow(window_name, image_bgr)
+                if handle_keys(window_name, image_bgr, index, Path(snapshot_dir)):
+                    stopped = "quit"
+                    break
+        seconds_total = time.perf_counter() - start
+
+    summary = {
+        "source": reader.name,
+        "frames": frames,
+        "frames_failed": reader.failed,
+        "frames_dropped": reader.dropped,
+        "faces": faces_total,
+        "tracks": len(track_ids),
+        "seconds": round(seconds_total, 3),
+        "mean_fps": round(frames / seconds_total, 2) if seconds_total > 0 else 0.0,
+        "stage_ms": {stage: round(1000.0 * s / max(frames, 1), 3) for stage, s in stage_s.items()},
+        "stopped": stopped,
+    }
+    log.info("live summary: %s", summary)
+    return summary
