@@ -2,7 +2,7 @@
 
     python benchmarks/live_fps.py                       # the shared clip, the shipped default classifier
     python benchmarks/live_fps.py --checkpoint runs/x/best.pt --threads 2 --max-side 640
-    python benchmarks/live_fps.py --motion              # also: how well hold / velocity predict boxes between detections
+    python benchmarks/live_fps.py --motion              # also: how well hold / velocity predict boxes
 
 Each setting runs run_live twice over the clip: "jsonl" (JSONL only, nothing drawn) and "+mp4" (also draws and
 writes the annotated video). Timings are wall-clock on whatever else the machine is doing; the load average is

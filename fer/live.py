@@ -15,6 +15,9 @@ frame is counted in frames_failed and skipped (it is missing from the JSONL and 
 keep the source numbering, so the gap shows). A failure at or after the frame count is the end of the file, and so
 is a run of MAX_CONSECUTIVE_FAILURES failures (a truncated file), which is logged as a warning.
 
+The annotated video has one frame per processed frame at the source's fps (a camera that reports none: 30), so a
+camera run that dropped frames plays faster than real time.
+
 JSONL: one object per processed frame: {"frame": 0-based index, "time": seconds, "faces": [{"box": [x, y, w, h],
 "track_id": int, "label": str, "probabilities": {class name: p}}]}; probabilities and label are the smoothed ones.
 """
@@ -34,7 +37,7 @@ import numpy as np
 
 from fer.face.align import align_face
 from fer.face.draw import draw_faces
-from fer.tracking import IouTracker, ProbabilitySmoother
+from fer.tracking import IouTracker, ProbabilitySmoother, Track
 
 log = logging.getLogger(__name__)
 
@@ -199,6 +202,28 @@ def handle_keys(window_name: str, image_bgr: np.ndarray, frame_index: int, snaps
         key = cv2.waitKey(50) & 0xFF
 
 
+def track_faces(image_bgr: np.ndarray, detect: bool, detector, tracker: IouTracker,
+                last_face: dict) -> tuple[list[Track], list]:
+    """Detect (or, between detections, predict) this frame's faces; returns visible tracks and their Faces by id.
+
+    last_face maps track id -> the Face of its last matched detection; predicted frames reuse its score and move its
+    landmarks with the box. Entries of expired tracks are dropped.
+    """
+    if detect:
+        detections = detector.detect(image_bgr)
+        tracks = tracker.update([f.box for f in detections], [f.landmarks for f in detections])
+        pairs = sorted(zip(tracks, detections), key=lambda pair: pair[0].track_id)  # the order predict() gives
+        tracks, faces = [t for t, _ in pairs], [f for _, f in pairs]
+        last_face.update((t.track_id, f) for t, f in pairs)
+    else:
+        tracks = tracker.predict()
+        faces = [dataclasses.replace(last_face[t.track_id], box=tuple(int(round(v)) for v in t.box),
+                                     landmarks=t.landmarks) for t in tracks]
+    for track_id in set(last_face) - tracker.track_ids:
+        del last_face[track_id]
+    return tracks, faces
+
+
 def open_writer(path: Path, fps: float, image_bgr: np.ndarray) -> cv2.VideoWriter:
     path.parent.mkdir(parents=True, exist_ok=True)
     height, width = image_bgr.shape[:2]
@@ -232,7 +257,7 @@ def run_live(source: int | str, classifier, detector, *, display: bool | None = 
 
     Returns a summary: frames (processed), frames_failed, frames_dropped (cameras), faces (face boxes over all
     frames), tracks (distinct track ids), seconds, mean_fps, stage_ms (mean ms per processed frame of each stage
-    in STAGES), stopped ("end", "max_frames" or "quit").
+    in STAGES), stopped ("end", "max_frames", "quit" or "interrupted" by Ctrl+C).
     """
     if isinstance(detect_every, bool) or not isinstance(detect_every, int) or detect_every < 1:
         raise ValueError(f"detect_every must be an int >= 1, got {detect_every!r}")
@@ -247,7 +272,7 @@ def run_live(source: int | str, classifier, detector, *, display: bool | None = 
     stage_s = dict.fromkeys(STAGES, 0.0)
     frames = faces_total = 0
     track_ids = set()
-    last_face = {}  # track id -> the Face of its last matched detection (score, landmarks for predicted frames)
+    last_face = {}  # see track_faces
     fps = 0.0
     stopped = "end"
     with ExitStack() as stack:
@@ -265,76 +290,70 @@ def run_live(source: int | str, classifier, detector, *, display: bool | None = 
                  smoothing, display)
 
         start = last = time.perf_counter()
-        while True:
-            if max_frames is not None and reader.index >= max_frames:
-                stopped = "max_frames"
-                break
-            t0 = time.perf_counter()
-            item = reader.read()
-            t1 = time.perf_counter()
-            if item is None:
-                break
-            index, image_bgr, seconds = item
-            if image_bgr is None:  # a decode failure, already counted by the reader
-                continue
-            stage_s["decode"] += t1 - t0
-
-            if index % detect_every == 0:
-                detections = detector.detect(image_bgr)
-                tracks = tracker.update([f.box for f in detections], [f.landmarks for f in detections])
-                pairs = sorted(zip(tracks, detections), key=lambda pair: pair[0].track_id)  # the order of predict()
-                tracks, faces = [t for t, _ in pairs], [f for _, f in pairs]
-                last_face.update((t.track_id, f) for t, f in pairs)
-            else:
-                tracks = tracker.predict()
-                faces = [dataclasses.replace(last_face[t.track_id], box=tuple(int(round(v)) for v in t.box),
-                                             landmarks=t.landmarks) for t in tracks]
-            for track_id in set(last_face) - tracker.track_ids:
-                del last_face[track_id]
-            smoother.prune(tracker.track_ids)
-            t2 = time.perf_counter()
-
-            if faces:
-                batch = np.stack([align_face(image_bgr, face, size=size) for face in faces])  # (N, S, S) uint8
-            t3 = time.perf_counter()
-            probs = classifier.predict(batch) if faces else np.zeros((0, len(class_names)), np.float32)  # (N, K)
-            t4 = time.perf_counter()
-
-            smoothed = np.array([smoother.update(t.track_id, p) for t, p in zip(tracks, probs)]).reshape(probs.shape)
-            results = [{"box": [int(v) for v in face.box], "track_id": track.track_id,
-                        "label": class_names[int(np.argmax(p))],
-                        "probabilities": {name: round(float(q), 5) for name, q in zip(class_names, p)}}
-                       for track, face, p in zip(tracks, faces, smoothed)]
-            frames += 1
-            faces_total += len(results)
-            track_ids.update(r["track_id"] for r in results)
-            now = time.perf_counter()
-            fps = 1.0 / max(now - last, 1e-9) if frames == 1 else (
-                (1 - FPS_EMA_ALPHA) * fps + FPS_EMA_ALPHA / max(now - last, 1e-9))
-            last = now
-            if display or output is not None:
-                image_bgr = draw_faces(image_bgr, faces, probs=smoothed if faces else None, class_names=class_names,
-                                       track_ids=[t.track_id for t in tracks], show_bars=True)
-                cv2.putText(image_bgr, f"{fps:.1f} fps", (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 255, 255), 2,
-                            cv2.LINE_AA)
-            t5 = time.perf_counter()
-
-            if jsonl_file is not None:
-                jsonl_file.write(json.dumps({"frame": index, "time": round(seconds, 4), "faces": results}) + "\n")
-            if output is not None:
-                if writer is None:
-                    writer = open_writer(Path(output), reader.fps, image_bgr)
-                    stack.callback(writer.release)
-                writer.write(image_bgr)
-            t6 = time.perf_counter()
-            for stage, seconds_spent in zip(STAGES[1:], (t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5)):
-                stage_s[stage] += seconds_spent
-
-            if display:
-                cv2.imshow(window_name, image_bgr)
-                if handle_keys(window_name, image_bgr, index, Path(snapshot_dir)):
-                    stopped = "quit"
+        try:
+            while True:
+                if max_frames is not None and reader.index >= max_frames:
+                    stopped = "max_frames"
                     break
+                t0 = time.perf_counter()
+                item = reader.read()
+                t1 = time.perf_counter()
+                if item is None:
+                    break
+                index, image_bgr, seconds = item
+                if image_bgr is None:  # a decode failure, already counted by the reader
+                    continue
+                stage_s["decode"] += t1 - t0
+
+                tracks, faces = track_faces(image_bgr, index % detect_every == 0, detector, tracker, last_face)
+                smoother.prune(tracker.track_ids)
+                t2 = time.perf_counter()
+
+                if faces:
+                    batch = np.stack([align_face(image_bgr, face, size=size) for face in faces])  # (N, S, S) uint8
+                t3 = time.perf_counter()
+                probs = classifier.predict(batch) if faces else np.zeros((0, len(class_names)), np.float32)  # (N, K)
+                t4 = time.perf_counter()
+
+                smoothed = np.array([smoother.update(t.track_id, p) for t, p in zip(tracks, probs)])
+                smoothed = smoothed.reshape(probs.shape)  # (N, K), also for N = 0
+                results = [{"box": [int(v) for v in face.box], "track_id": track.track_id,
+                            "label": class_names[int(np.argmax(p))],
+                            "probabilities": {name: round(float(q), 5) for name, q in zip(class_names, p)}}
+                           for track, face, p in zip(tracks, faces, smoothed)]
+                frames += 1
+                faces_total += len(results)
+                track_ids.update(r["track_id"] for r in results)
+                now = time.perf_counter()
+                fps = 1.0 / max(now - last, 1e-9) if frames == 1 else (
+                    (1 - FPS_EMA_ALPHA) * fps + FPS_EMA_ALPHA / max(now - last, 1e-9))
+                last = now
+                if display or output is not None:
+                    image_bgr = draw_faces(image_bgr, faces, probs=smoothed if faces else None, class_names=class_names,
+                                           track_ids=[t.track_id for t in tracks], show_bars=True)
+                    cv2.putText(image_bgr, f"{fps:.1f} fps", (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 255, 255), 2,
+                                cv2.LINE_AA)
+                t5 = time.perf_counter()
+
+                if jsonl_file is not None:
+                    jsonl_file.write(json.dumps({"frame": index, "time": round(seconds, 4), "faces": results}) + "\n")
+                if output is not None:
+                    if writer is None:
+                        writer = open_writer(Path(output), reader.fps, image_bgr)
+                        stack.callback(writer.release)
+                    writer.write(image_bgr)
+                t6 = time.perf_counter()
+                for stage, seconds_spent in zip(STAGES[1:], (t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5)):
+                    stage_s[stage] += seconds_spent
+
+                if display:
+                    cv2.imshow(window_name, image_bgr)
+                    if handle_keys(window_name, image_bgr, index, Path(snapshot_dir)):
+                        stopped = "quit"
+                        break
+        except KeyboardInterrupt:  # Ctrl+C, the way to stop a headless camera run: outputs are still closed properly
+            stopped = "interrupted"
+            log.info("live: interrupted")
         seconds_total = time.perf_counter() - start
 
     summary = {

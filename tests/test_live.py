@@ -248,3 +248,18 @@ def test_parse_source_and_display_auto(monkeypatch):
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     monkeypatch.setattr("sys.platform", "linux")
     assert display_available() is False
+
+
+class InterruptingClassifier(StandInClassifier):
+    def predict(self, faces):
+        if len(self.batch_sizes) == 5:
+            raise KeyboardInterrupt
+        return super().predict(faces)
+
+
+def test_ctrl_c_ends_cleanly_with_a_summary(detector, tmp_path):
+    summary = run_live(str(CLIP), InterruptingClassifier(), detector, display=False, output=tmp_path / "a.mp4",
+                       jsonl=tmp_path / "f.jsonl")
+    lines = (tmp_path / "f.jsonl").read_text().splitlines()
+    assert summary["stopped"] == "interrupted" and summary["frames"] == len(lines) == 5, summary
+    assert read_video(tmp_path / "a.mp4")[0] == 5, "the video is closed properly and playable"
