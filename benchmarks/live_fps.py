@@ -3,6 +3,7 @@
     python benchmarks/live_fps.py                       # the shared clip, the shipped default classifier
     python benchmarks/live_fps.py --checkpoint runs/x/best.pt --threads 2 --max-side 640
     python benchmarks/live_fps.py --motion              # also: how well hold / velocity predict boxes
+    python benchmarks/live_fps.py --smoothing           # also: label flicker for smoothing settings
 
 Each setting runs run_live twice over the clip: "jsonl" (JSONL only, nothing drawn) and "+mp4" (also draws and
 writes the annotated video). Timings are wall-clock on whatever else the machine is doing; the load average is
@@ -10,6 +11,7 @@ printed with them.
 """
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -26,21 +28,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from fer.face.detect import FaceDetector  # noqa: E402
 from fer.inference import Classifier  # noqa: E402
 from fer.live import STAGES, run_live  # noqa: E402
-from fer.tracking import IouTracker, iou_matrix  # noqa: E402
+from fer.tracking import IouTracker, ProbabilitySmoother, iou_matrix  # noqa: E402
 
 SHARED = Path(os.environ.get("FER_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 CLIP = SHARED / "media" / "short_hamilton_clip.mp4"
 
 
 def speed_table(args, classifier, detector) -> None:
-    run_live(args.source, classifier, detector, display=False, max_frames=10)  # warm-up: first-call costs
+    # warm-up: first-call costs
+    run_live(args.source, classifier, detector, display=False, max_frames=10, num_threads=args.threads)
     header = f"{'k':>2} {'run':>6} {'fps':>7} " + " ".join(f"{s:>8}" for s in STAGES) + f" {'faces':>6} {'tracks':>6}"
     print(header)
     with tempfile.TemporaryDirectory() as tmp:
         for k in args.detect_every:
             for run, output in (("jsonl", None), ("+mp4", Path(tmp) / "annotated.mp4")):
                 summary = run_live(args.source, classifier, detector, display=False, detect_every=k,
-                                   output=output, jsonl=Path(tmp) / "frames.jsonl", max_frames=args.max_frames)
+                                   output=output, jsonl=Path(tmp) / "frames.jsonl", max_frames=args.max_frames,
+                                   num_threads=args.threads)
                 ms = " ".join(f"{summary['stage_ms'][s]:8.2f}" for s in STAGES)
                 print(f"{k:>2} {run:>6} {summary['mean_fps']:7.1f} {ms} {summary['faces']:>6} {summary['tracks']:>6}")
 
@@ -74,6 +78,24 @@ def motion_table(args, detector) -> None:
             print(f"{k:>2} {motion:>8} {best.mean():9.3f} {100 * (best < 0.5).mean():7.1f} {tracker.next_id - 1:>4}")
 
 
+def smoothing_table(args, classifier, detector) -> None:
+    """Label flicker (label changes per 100 face frames within a track) for smoothing settings, from one raw run."""
+    with tempfile.TemporaryDirectory() as tmp:
+        run_live(args.source, classifier, detector, display=False, smoothing="none", jsonl=Path(tmp) / "raw.jsonl",
+                 num_threads=args.threads)
+        rows = [json.loads(line) for line in (Path(tmp) / "raw.jsonl").read_text().splitlines()]
+    faces = [(f["track_id"], np.array(list(f["probabilities"].values()))) for r in rows for f in r["faces"]]
+    print(f"\nlabel flicker ({len(faces)} face frames; changes of the argmax label within a track per 100 face frames)")
+    print(f"{'smoothing':>10} {'changes/100':>12}")
+    for spec in ("none", "ema:0.7", "ema:0.5", "ema:0.3", "ema:0.2", "mean:5", "mean:10"):
+        smoother, last_label, changes = ProbabilitySmoother.from_spec(spec), {}, 0
+        for track_id, probs in faces:
+            label = int(np.argmax(smoother.update(track_id, probs)))
+            changes += track_id in last_label and last_label[track_id] != label
+            last_label[track_id] = label
+        print(f"{spec:>10} {100 * changes / max(len(faces), 1):12.1f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--source", default=str(CLIP), help="video file (default: the shared Hamilton clip)")
@@ -83,6 +105,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="cv2 and torch threads (1 wins on 2 shared cores)")
     parser.add_argument("--max-side", type=int, default=480, help="detector input long side")
     parser.add_argument("--motion", action="store_true", help="also print the box-prediction table")
+    parser.add_argument("--smoothing", action="store_true", help="also print the label-flicker table")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
@@ -96,6 +119,8 @@ def main() -> None:
     speed_table(args, classifier, detector)
     if args.motion:
         motion_table(args, detector)
+    if args.smoothing:
+        smoothing_table(args, classifier, detector)
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from fer.face.detect import FaceDetector
 from fer.live import MAX_CONSECUTIVE_FAILURES, CameraReader, VideoFileReader, display_available, parse_source, run_live
@@ -147,9 +148,11 @@ def test_max_frames_and_detect_every(detector, tmp_path):
             assert {f["track_id"] for f in rows[i]["faces"]} == prev_ids, f"frame {i}: {rows[i]} after {rows[i - 1]}"
 
 
-def test_max_frames_zero_reads_nothing(detector):
-    summary = run_live(str(CLIP), StandInClassifier(), detector, display=False, max_frames=0)
+def test_max_frames_zero_reads_nothing_and_threads_are_restored(detector):
+    before = (torch.get_num_threads(), cv2.getNumThreads())
+    summary = run_live(str(CLIP), StandInClassifier(), detector, display=False, max_frames=0, num_threads=1)
     assert summary["frames"] == 0 and summary["stopped"] == "max_frames", summary
+    assert (torch.get_num_threads(), cv2.getNumThreads()) == before, "thread settings restored after the run"
 
 
 @pytest.mark.parametrize("camera", [99, "99"])
@@ -169,7 +172,8 @@ def test_missing_and_unreadable_files(detector, tmp_path):
 
 
 @pytest.mark.parametrize("kwargs, field", [({"detect_every": 0}, "detect_every"), ({"max_frames": -1}, "max_frames"),
-                                           ({"smoothing": "median:3"}, "smoothing"), ({"motion": "kalman"}, "motion")])
+                                           ({"smoothing": "median:3"}, "smoothing"), ({"motion": "kalman"}, "motion"),
+                                           ({"num_threads": 0}, "num_threads")])
 def test_bad_arguments_name_the_field(detector, kwargs, field):
     with pytest.raises(ValueError, match=field):
         run_live(str(CLIP), StandInClassifier(), detector, display=False, **kwargs)
