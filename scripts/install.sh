@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Install fer-toolkit into the active Python environment (a virtual environment is recommended).
+#
+# albumentations depends on opencv-python-headless, which installs the same `cv2` module as opencv-python but without
+# GUI support. We keep opencv-python (windows for the live view, Haar cascade files for the fallback detector): remove
+# the headless wheel and reinstall the GUI one over the shared `cv2` folder.
+set -euo pipefail
+extras="${1:-}"   # e.g. "[dev]"
+here="$(cd "$(dirname "$0")/.." && pwd)"
+# The CPU build of torch: on this project's machines the wheel lies on local disk; elsewhere take it from the CPU index
+# so that pip never pulls a multi-GB CUDA build.
+python -m pip install --quiet "torch==2.13.0" 2>/dev/null \
+  || python -m pip install --quiet torch --index-url https://download.pytorch.org/whl/cpu
+python -m pip install --quiet -e "${here}${extras}"
+python -m pip uninstall --quiet -y opencv-python-headless
+python -m pip install --quiet --force-reinstall --no-deps "opencv-python>=4.10,<5"
+python - <<'PY'
+import cv2, os, re
+gui = re.search(r"GUI:\s*(\S+)", cv2.getBuildInformation()).group(1)
+cascade = os.path.join(cv2.data.haarcascades, "haarcascade_frontalface_default.xml")
+assert gui != "NONE" and os.path.exists(cascade), f"cv2 {cv2.__version__}: GUI={gui}, cascades={os.path.exists(cascade)}"
+print(f"fer-toolkit installed: cv2 {cv2.__version__} (GUI {gui}, Haar cascades present)")
+PY
