@@ -46,6 +46,9 @@ def atomic_save(obj, path: str | Path) -> None:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the permissions a plain open() would
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -77,3 +80,14 @@ def load_model(name_or_path: str | Path | None) -> tuple[nn.Module, dict]:
     model = build_model(checkpoint["model_spec"])
     model.load_state_dict(checkpoint["state_dict"])
     return model.eval(), checkpoint
+
+
+def export_checkpoint(src: str | Path, name: str, notes: dict | None = None) -> Path:
+    """Ship a trained checkpoint as fer/weights/<name>.pt: weights, model spec, class names, config and metrics only
+    (no optimizer state), so it stays small and loads by name."""
+    checkpoint = load_checkpoint(src)
+    shipped = {key: checkpoint[key] for key in ("state_dict", "model_spec", "class_names", "config", "metrics")}
+    shipped["notes"] = notes or {}
+    destination = WEIGHTS_DIR / f"{name}.pt"
+    atomic_save(shipped, destination)
+    return destination

@@ -71,12 +71,131 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def add_detector_options(p) -> None:
+    p.add_argument("--detector", choices=("auto", "yunet", "haar"), default="auto",
+                   help="face detector: YuNet (needs its model file, see README) or OpenCV's Haar cascades; auto = YuNet "
+                        "when the file is found, else Haar")
+    p.add_argument("--yunet-model", help="path to face_detection_yunet_2023mar.onnx (else env FER_YUNET_MODEL, the cache)")
+    p.add_argument("--checkpoint", help="a shipped model name (fer2013, rafdb) or a checkpoint path; default: fer2013")
+
+
+def load_classifier_and_detector(args):
+    from fer.face import FaceDetector
+    from fer.inference import Classifier
+
+    return Classifier.load(args.checkpoint), FaceDetector(args.detector, model_path=args.yunet_model)
+
+
+def add_predict(sub):
+    p = sub.add_parser("predict", help="classify the faces in image files")
+    p.add_argument("images", nargs="+", help="image files")
+    add_detector_options(p)
+    p.add_argument("--json", dest="json_path", help="write the results as JSON to this file ('-' for stdout)")
+    p.add_argument("--annotate", metavar="DIR", help="write copies of the images with boxes and labels drawn here")
+    p.set_defaults(handler=cmd_predict)
+
+
+def cmd_predict(args) -> int:
+    from fer.predict import predict_images
+
+    classifier, detector = load_classifier_and_detector(args)
+    results = predict_images(args.images, classifier, detector, annotate_dir=args.annotate)
+    for result in results:
+        if result["error"]:
+            print(f"{result['path']}: ERROR {result['error']}")
+            continue
+        faces = ", ".join(f"{f['label']} {f['probabilities'][f['label']]:.2f} at {f['box']}" for f in result["faces"])
+        print(f"{result['path']}: {len(result['faces'])} face(s){': ' + faces if faces else ''}")
+    if args.json_path == "-":
+        print(json.dumps(results, indent=2))
+    elif args.json_path:
+        with open(args.json_path, "w") as f:
+            json.dump(results, f, indent=2)
+    failed = sum(1 for r in results if r["error"])
+    if failed:
+        print(f"{failed} of {len(results)} file(s) could not be read", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def add_preprocess(sub):
+    p = sub.add_parser("preprocess", help="detect and align the faces of a class-folder dataset of raw photos")
+    p.add_argument("src", help="raw dataset: SRC/<class>/*.jpg")
+    p.add_argument("dst", help="output: DST/<class>/*.png crops + DST/manifest.csv (rerun to resume)")
+    p.add_argument("--size", type=int, default=48, help="crop size in pixels (default 48, the models' input)")
+    p.add_argument("--class-map", help="folder=class pairs, e.g. anger=angry,happiness=happy")
+    p.add_argument("--detector", choices=("auto", "yunet", "haar"), default="auto")
+    p.add_argument("--yunet-model", help="path to face_detection_yunet_2023mar.onnx")
+    p.set_defaults(handler=cmd_preprocess)
+
+
+def parse_pairs(text: str | None, what: str) -> dict[str, str]:
+    pairs = {}
+    for item in filter(None, (text or "").split(",")):
+        if "=" not in item:
+            raise ValueError(f"{what}: expected name=class pairs separated by commas, got {item!r}")
+        key, value = item.split("=", 1)
+        pairs[key.strip()] = value.strip()
+    return pairs
+
+
+def cmd_preprocess(args) -> int:
+    from fer.face import FaceDetector
+    from fer.preprocess import preprocess_folder
+
+    detector = FaceDetector(args.detector, model_path=args.yunet_model)
+    summary = preprocess_folder(args.src, args.dst, detector, size=args.size,
+                                class_map=parse_pairs(args.class_map, "--class-map") or None)
+    print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+def add_live(sub):
+    p = sub.add_parser("live", help="classify webcam or video frames live (boxes, labels, probabilities)")
+    p.add_argument("--source", default="0", help="camera index (default 0), video file or stream URL")
+    add_detector_options(p)
+    p.add_argument("--no-display", action="store_true", help="no window (automatic when there is no display)")
+    p.add_argument("--output", help="write the annotated video (mp4) here")
+    p.add_argument("--jsonl", help="write one JSON line per frame here")
+    p.add_argument("--max-frames", type=int, help="stop after this many frames")
+    p.add_argument("--detect-every", type=int, default=1, help="run the detector every k-th frame, track in between")
+    p.add_argument("--smoothing", default="ema:0.5", help="per-face probability smoothing: ema:ALPHA, mean:N or none")
+    p.add_argument("--snapshots", default="snapshots", help="folder for snapshots (key s)")
+    p.set_defaults(handler=cmd_live)
+
+
+def cmd_live(args) -> int:
+    from fer.live import run_live
+
+    classifier, detector = load_classifier_and_detector(args)
+    summary = run_live(args.source, classifier, detector, display=False if args.no_display else None, output=args.output,
+                       jsonl=args.jsonl, max_frames=args.max_frames, detect_every=args.detect_every,
+                       smoothing=args.smoothing, snapshot_dir=args.snapshots)
+    print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+def add_export(sub):
+    p = sub.add_parser("export", help="ship a trained checkpoint inside the package under a name (fer/weights/NAME.pt)")
+    p.add_argument("checkpoint", help="a run's best.pt (or its folder)")
+    p.add_argument("--name", required=True, help="the name users pass as --checkpoint, e.g. fer2013")
+    p.add_argument("--note", action="append", default=[], metavar="KEY=VALUE", help="stored with the weights (e.g. command=...)")
+    p.set_defaults(handler=cmd_export)
+
+
+def cmd_export(args) -> int:
+    from fer.checkpoint import export_checkpoint
+
+    notes = dict(item.split("=", 1) for item in args.note if "=" in item)
+    print(export_checkpoint(args.checkpoint, args.name, notes))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fer", description="Facial expression recognition: preprocess, train, evaluate, "
                                      "predict and live classification.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (add_train, add_evaluate):
+    for add in (add_train, add_predict, add_preprocess, add_live, add_export, add_evaluate):
         add(sub)
     return parser
 
@@ -90,6 +209,6 @@ def main(argv=None) -> int:
     logging.getLogger("matplotlib").setLevel(logging.WARNING)
     try:
         return args.handler(args)
-    except (ConfigError, ValueError, FileNotFoundError) as error:
+    except (ConfigError, ValueError, FileNotFoundError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
