@@ -1,0 +1,70 @@
+"""Ablation runner bookkeeping without training: the grid, per-run configs, skipping finished runs, the markdown."""
+
+import json
+
+import pytest
+
+from fer import ablation
+from fer.data.paths import REPO_ROOT
+from fer.train import check_compatible
+
+BASE = REPO_ROOT / "configs" / "fer2013_mini_xception_cosine.yaml"
+
+
+def test_grid_is_seed_major_and_shares_the_reference_run():
+    runs = ablation.grid(("rafdb", "fer2013"), seeds=(0, 1), tables=(1, 2, 3))
+    per_seed_dataset = 5 + len(ablation.DEFAULT_MARGINS) + len(ablation.DEFAULT_SCALES) - 2  # (s=10, m=0.35) once
+    assert len(runs) == 2 * 2 * per_seed_dataset, len(runs)
+    assert len({run.name for run in runs}) == len(runs), "run names must be unique"
+    assert all(run.seed == 0 for run in runs[:2 * per_seed_dataset]), "all seed-0 runs come first"
+    assert ablation.grid(("rafdb",), (0,), (3,), softmax_heads=("linear",))[0].name == "rafdb/softmax-linear/seed0"
+    with pytest.raises(ValueError, match="table"):
+        ablation.grid(tables=(4,))
+
+
+def test_run_config_changes_only_the_run_fields(tmp_path):
+    import yaml
+
+    base_raw = yaml.safe_load(BASE.read_text())
+    for run in ablation.grid(("rafdb",), (3,), (1, 2, 3)):
+        cfg = ablation.run_config(base_raw, run, 7, tmp_path / run.name, max_per_class=20)
+        check_compatible(cfg)
+        assert (cfg.data.dataset, cfg.loss.name, cfg.model.head, cfg.train.seed) == (run.dataset, run.loss, run.head, 3)
+        assert (cfg.loss.scale, cfg.loss.margin, cfg.train.epochs, cfg.data.max_per_class) == (run.scale, run.margin, 7, 20)
+        assert cfg.train.out_dir == str(tmp_path / run.name)
+        assert cfg.augment == ablation.config_from_dict(base_raw).augment, "augmentation must be the base config's"
+
+
+def fake_row(run, accuracy, settings):
+    return {"name": run.name, "run": ablation.dataclasses.asdict(run), "settings": settings, "command": "ablate --test",
+            "threads": 2, "accuracy": accuracy, "macro_f1": accuracy - 0.1, "balanced_accuracy": accuracy - 0.05,
+            "cpu_s": 100.0, "wall_s": 50.0}
+
+
+def test_finished_runs_are_skipped_and_other_settings_refused(tmp_path):
+    run = ablation.Run("rafdb", "softmax", "linear", 0)
+    settings = ablation.settings(BASE, 2, None)
+    (tmp_path / run.name).mkdir(parents=True)
+    (tmp_path / run.name / "run.json").write_text(json.dumps(fake_row(run, 0.5, settings)))
+    assert ablation.run_grid([run], BASE, tmp_path, epochs=2) == [], "a finished run must not be trained again"
+    with pytest.raises(ValueError, match="another --root"):
+        ablation.run_grid([run], BASE, tmp_path, epochs=3)
+
+
+def test_results_markdown_from_run_files(tmp_path):
+    settings = ablation.settings(BASE, 30, None)
+    rows = []
+    for seed, (soft, cos) in enumerate(((0.60, 0.70), (0.62, 0.71), (0.64, 0.72))):
+        rows.append(fake_row(ablation.Run("rafdb", "softmax", "linear", seed), soft, settings))
+        rows.append(fake_row(ablation.Run("rafdb", "cosine_distance", "cosine", seed), cos, settings))
+        rows.append(fake_row(ablation.Run("rafdb", "cosine_distance", "cosine", seed, 10.0, 0.2), cos - 0.01, settings))
+    for row in rows:
+        (tmp_path / row["name"]).mkdir(parents=True)
+        (tmp_path / row["name"] / "run.json").write_text(json.dumps(row))
+    text = ablation.write_results(tmp_path, tmp_path / "results.md")
+    assert (tmp_path / "results.md").read_text() == text
+    assert "| softmax | linear | 0, 1, 2 | 62.00 ± 2.00 |" in text, text
+    assert "| 0.2 | 0, 1, 2 | 70.00 ± 1.00 |" in text and "margin grid run: 0.2, 0.35" in text, text
+    assert "+9.00 pp, more than twice the larger seed standard deviation (2.00 pp)" in text, text
+    assert "ablate --test" in text and "Smoke settings" not in text
+    assert "0.25 CPU-hours" in text, text  # 9 runs x 100 CPU-s
