@@ -267,3 +267,16 @@ def test_ctrl_c_ends_cleanly_with_a_summary(detector, tmp_path):
     lines = (tmp_path / "f.jsonl").read_text().splitlines()
     assert summary["stopped"] == "interrupted" and summary["frames"] == len(lines) == 5, summary
     assert read_video(tmp_path / "a.mp4")[0] == 5, "the video is closed properly and playable"
+
+
+def test_with_the_shipped_classifier(detector, tmp_path):
+    from fer.inference import Classifier
+
+    classifier = Classifier.load(None)
+    summary = run_live(str(CLIP), classifier, detector, display=False, max_frames=20, detect_every=2,
+                       jsonl=tmp_path / "f.jsonl")
+    rows = [json.loads(line) for line in (tmp_path / "f.jsonl").read_text().splitlines()]
+    assert summary["frames"] == 20 and len(rows) == 20, summary
+    faces = [f for r in rows for f in r["faces"]]
+    assert faces and all(list(f["probabilities"]) == list(classifier.class_names) for f in faces)
+    assert all(f["label"] in classifier.class_names for f in faces)
