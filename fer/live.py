@@ -42,7 +42,7 @@ from fer.tracking import IouTracker, ProbabilitySmoother, Track
 
 log = logging.getLogger(__name__)
 
-STAGES = ("decode", "detect", "align", "classify", "draw", "write")
+STAGES = ("decode", "detect", "align", "classify", "draw", "write", "display")
 MAX_CONSECUTIVE_FAILURES = 25  # failed reads in a row that end a file or camera (about 1 s of video)
 CAMERA_READ_TIMEOUT_S = 5.0  # no new camera frame for this long ends the run
 DEFAULT_OUTPUT_FPS = 30.0  # for cameras that do not report their frame rate
@@ -368,7 +368,9 @@ def run_live(source: int | str, classifier, detector, *, display: bool | None = 
 
                 if display:
                     cv2.imshow(window_name, image_bgr)
-                    if handle_keys(window_name, image_bgr, index, Path(snapshot_dir)):
+                    quit_now = handle_keys(window_name, image_bgr, index, Path(snapshot_dir))
+                    stage_s["display"] += time.perf_counter() - t6  # includes time spent paused
+                    if quit_now:
                         stopped = "quit"
                         break
         except KeyboardInterrupt:  # Ctrl+C, the way to stop a headless camera run: outputs are still closed properly

@@ -79,7 +79,7 @@ def test_every_frame_in_jsonl_with_video_time(full_run):
     np.testing.assert_allclose(times, np.arange(CLIP_FRAMES) / CLIP_FPS, atol=2e-3, err_msg="time = video timestamp")
     assert summary["frames"] == CLIP_FRAMES and summary["frames_failed"] == 0, summary
     assert summary["stopped"] == "end", summary
-    assert set(summary["stage_ms"]) == {"decode", "detect", "align", "classify", "draw", "write"}, summary
+    assert set(summary["stage_ms"]) == {"decode", "detect", "align", "classify", "draw", "write", "display"}, summary
     assert summary["mean_fps"] > 0 and summary["faces"] == sum(len(r["faces"]) for r in rows), summary
 
 
