@@ -639,11 +639,12 @@ def test_import_without_cv2_albumentations_sklearn():
     assert str(REPO / "fer" / "losses.py") in result.stdout
 
 
-def test_docs_snippet_runs():
-    text = (REPO / "docs" / "losses.md").read_text()
+@pytest.mark.parametrize("doc", ["README.md", "docs/losses.md"])
+def test_docs_snippet_runs(doc):
+    text = (REPO / doc).read_text()
     start, end = text.index("<!-- snippet:start -->"), text.index("<!-- snippet:end -->")
     snippet = text[start:end].split("```python\n", 1)[1].rsplit("```", 1)[0]
     namespace = {"__name__": "docs_snippet"}
-    exec(compile(snippet, "docs/losses.md", "exec"), namespace)
+    exec(compile(snippet, doc, "exec"), namespace)
     probs = namespace["probs"]
     assert probs.shape == (32, K) and torch.allclose(probs.sum(1), torch.ones(32))
