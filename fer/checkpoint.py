@@ -84,9 +84,11 @@ def load_model(name_or_path: str | Path | None) -> tuple[nn.Module, dict]:
 
 def export_checkpoint(src: str | Path, name: str, notes: dict | None = None) -> Path:
     """Ship a trained checkpoint as fer/weights/<name>.pt: weights, model spec, class names, config and metrics only
-    (no optimizer state), so it stays small and loads by name."""
+    (no optimizer state), weights stored as float16, so it stays small and loads by name."""
     checkpoint = load_checkpoint(src)
-    shipped = {key: checkpoint[key] for key in ("state_dict", "model_spec", "class_names", "config", "metrics")}
+    shipped = {key: checkpoint[key] for key in ("model_spec", "class_names", "config", "metrics")}
+    # float16 storage halves the package size; load_state_dict casts back to the model's float32.
+    shipped["state_dict"] = {k: v.half() if v.is_floating_point() else v for k, v in checkpoint["state_dict"].items()}
     shipped["notes"] = notes or {}
     destination = WEIGHTS_DIR / f"{name}.pt"
     atomic_save(shipped, destination)

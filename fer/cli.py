@@ -100,12 +100,13 @@ def cmd_predict(args) -> int:
 
     classifier, detector = load_classifier_and_detector(args)
     results = predict_images(args.images, classifier, detector, annotate_dir=args.annotate)
+    summary_stream = sys.stderr if args.json_path == "-" else sys.stdout  # keep stdout pure JSON with --json -
     for result in results:
         if result["error"]:
-            print(f"{result['path']}: ERROR {result['error']}")
+            print(f"{result['path']}: ERROR {result['error']}", file=summary_stream)
             continue
         faces = ", ".join(f"{f['label']} {f['probabilities'][f['label']]:.2f} at {f['box']}" for f in result["faces"])
-        print(f"{result['path']}: {len(result['faces'])} face(s){': ' + faces if faces else ''}")
+        print(f"{result['path']}: {len(result['faces'])} face(s){': ' + faces if faces else ''}", file=summary_stream)
     if args.json_path == "-":
         print(json.dumps(results, indent=2))
     elif args.json_path:
