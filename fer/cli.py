@@ -129,23 +129,14 @@ def add_preprocess(sub):
     p.set_defaults(handler=cmd_preprocess)
 
 
-def parse_pairs(text: str | None, what: str) -> dict[str, str]:
-    pairs = {}
-    for item in filter(None, (text or "").split(",")):
-        if "=" not in item:
-            raise ValueError(f"{what}: expected name=class pairs separated by commas, got {item!r}")
-        key, value = item.split("=", 1)
-        pairs[key.strip()] = value.strip()
-    return pairs
-
-
 def cmd_preprocess(args) -> int:
+    from fer.evaluate import parse_class_map
     from fer.face import FaceDetector
     from fer.preprocess import preprocess_folder
 
     detector = FaceDetector(args.detector, model_path=args.yunet_model)
     summary = preprocess_folder(args.src, args.dst, detector, size=args.size,
-                                class_map=parse_pairs(args.class_map, "--class-map") or None)
+                                class_map=parse_class_map(args.class_map) or None)
     print(json.dumps(summary, indent=2, default=str))
     return 0
 
