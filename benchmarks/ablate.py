@@ -40,6 +40,8 @@ def main(argv=None) -> int:
     p.add_argument("--margins", type=numbers(float), default=ablation.DEFAULT_MARGINS, help="Table 1 grid at s = 10")
     p.add_argument("--scales", type=numbers(float), default=ablation.DEFAULT_SCALES, help="Table 2 grid at m = 0.35")
     p.add_argument("--softmax-heads", type=lambda t: tuple(t.split(",")), default=("keras", "linear"))
+    p.add_argument("--stronger-models", type=lambda t: tuple(m for m in t.split(",") if m), default=(),
+                   help="also run Table 3's endpoints (softmax vs cosine-distance) on these models, e.g. resnet_small")
     p.add_argument("--epochs", type=int, default=30, help="epochs per run (the same for every run)")
     p.add_argument("--max-per-class", type=int, help="cap training images per class (smoke runs)")
     p.add_argument("--only", help="run only the runs whose name contains this text, e.g. 'rafdb/' or 'seed0'")
@@ -57,7 +59,8 @@ def main(argv=None) -> int:
         ablation.write_results(args.root, args.results)
         print(f"wrote {args.results} from {len(ablation.collect(args.root))} finished run(s) under {args.root}")
         return 0
-    runs = ablation.grid(args.datasets, args.seeds, args.tables, args.margins, args.scales, args.softmax_heads)
+    runs = ablation.grid(args.datasets, args.seeds, args.tables, args.margins, args.scales, args.softmax_heads,
+                         args.stronger_models)
     if args.only:
         runs = [run for run in runs if args.only in run.name]
     if args.dry_run:

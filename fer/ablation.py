@@ -23,6 +23,7 @@ import torch
 
 from fer.config import Config, apply_overrides, config_from_dict
 from fer.evaluate import REPORT_SPLITS, evaluate
+from fer.models import MODELS
 from fer.train import train
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,11 @@ DATASET_TITLES = {"rafdb": "RAF-DB", "fer2013": "FER2013"}
 REPORTED = {"rafdb": "last", "fer2013": "best"}  # checkpoint reported: see the module docstring
 TRAIN_IMAGES = {"rafdb": 11044, "fer2013": 28709}  # images per epoch (RAF-DB: 90 % of 12,271), for time estimates
 EVAL_OVERHEAD_S = 20.0  # reading the data, validation and the final report per run, roughly
+DEFAULT_MODEL = "mini_xception"  # the paper's model: every table runs on it
+# The stronger models only run Table 3's two endpoints, softmax (linear head) vs cosine-distance: the question is
+# whether the loss still helps on a bigger network, not the whole grid again.
+ENDPOINT_VARIANTS = (("softmax", "linear"), ("cosine_distance", "cosine"))
+IMAGES_PER_S = {DEFAULT_MODEL: 1000.0}  # rough one-thread training speed for first-run estimates; others: 500
 
 
 @dataclass(frozen=True)
@@ -48,6 +54,7 @@ class Run:
     seed: int
     scale: float = REFERENCE_SCALE
     margin: float = REFERENCE_MARGIN
+    model: str = DEFAULT_MODEL
 
     @property
     def variant(self) -> str:
@@ -57,18 +64,26 @@ class Run:
 
     @property
     def name(self) -> str:
-        return f"{self.dataset}/{self.variant}/seed{self.seed}"
+        model = "" if self.model == DEFAULT_MODEL else f"{self.model}/"
+        return f"{self.dataset}/{model}{self.variant}/seed{self.seed}"
 
 
 def grid(datasets=("rafdb", "fer2013"), seeds=(0, 1, 2), tables=(1, 2, 3), margins=DEFAULT_MARGINS, scales=DEFAULT_SCALES,
-         softmax_heads=("keras", "linear")) -> list[Run]:
-    """All runs, seed-major (every variant with seed 0 first), so a budget-limited grid still fills whole tables."""
+         softmax_heads=("keras", "linear"), stronger_models=()) -> list[Run]:
+    """All runs, seed-major (every variant with seed 0 first), so a budget-limited grid still fills whole tables.
+
+    stronger_models adds, with Table 3, its two endpoints (softmax vs cosine-distance) on each of those models.
+    """
     for dataset in datasets:
         if dataset not in REPORTED:
             raise ValueError(f"ablation dataset {dataset!r} not supported; expected one of {', '.join(REPORTED)}")
     for head in softmax_heads:
         if head not in ("keras", "linear"):
             raise ValueError(f"softmax head {head!r}: expected 'keras' or 'linear'")
+    for model in stronger_models:
+        if model not in MODELS or model == DEFAULT_MODEL:
+            raise ValueError(f"stronger model {model!r}: expected one of "
+                             f"{', '.join(m for m in MODELS if m != DEFAULT_MODEL)}")
     unknown = set(tables) - {1, 2, 3}
     if unknown:
         raise ValueError(f"unknown table(s) {sorted(unknown)}; expected 1 (margin grid), 2 (scale grid), 3 (losses)")
@@ -78,6 +93,8 @@ def grid(datasets=("rafdb", "fer2013"), seeds=(0, 1, 2), tables=(1, 2, 3), margi
             if 3 in tables:
                 runs += [Run(dataset, loss, head, seed) for loss, head in TABLE3_VARIANTS
                          if loss != "softmax" or head in softmax_heads]
+                runs += [Run(dataset, loss, head, seed, model=model) for model in stronger_models
+                         for loss, head in ENDPOINT_VARIANTS]
             if 1 in tables:
                 runs += [Run(dataset, "cosine_distance", "cosine", seed, REFERENCE_SCALE, float(m)) for m in margins]
             if 2 in tables:
@@ -93,7 +110,7 @@ def settings(base: str, epochs: int, max_per_class: int | None) -> dict:
 def run_config(base_raw: dict, run: Run, epochs: int, out_dir: Path, max_per_class: int | None = None,
                threads: int = 0, source: str = "ablation") -> Config:
     overrides = [f"data.dataset={run.dataset}", "data.path=null", f"data.max_per_class={max_per_class or 'null'}",
-                 f"model.head={run.head}", f"loss.name={run.loss}", f"loss.scale={run.scale}", f"loss.margin={run.margin}",
+                 f"model.name={run.model}", f"model.head={run.head}", f"loss.name={run.loss}", f"loss.scale={run.scale}", f"loss.margin={run.margin}",
                  f"train.seed={run.seed}", f"train.epochs={epochs}", "train.early_stop_patience=0", "train.max_steps=null",
                  f"train.threads={threads}", "train.checkpoint_every=1000"]
     cfg = config_from_dict(apply_overrides(base_raw, overrides, source), source)
@@ -131,13 +148,18 @@ def collect(root: str | Path) -> list[dict]:
 
 
 def estimate_seconds(run: Run, finished: list[dict], epochs: int, max_per_class: int | None,
-                     images_per_s: float = 1000.0) -> float:
-    """Mean wall time of finished runs of the same dataset, else images x epochs at images_per_s plus overhead."""
-    same = [row["wall_s"] for row in finished if row["run"]["dataset"] == run.dataset and "failed" not in row]
+                     images_per_s: float | None = None) -> float:
+    """Mean wall time of finished runs of the same dataset and model, else images x epochs at images_per_s + overhead."""
+    same = [row["wall_s"] for row in finished if row["run"]["dataset"] == run.dataset
+            and _model(row) == run.model and "failed" not in row]
     if same:
         return float(np.mean(same))
     images = TRAIN_IMAGES[run.dataset] if not max_per_class else min(TRAIN_IMAGES[run.dataset], 7 * max_per_class)
-    return images * epochs / images_per_s + EVAL_OVERHEAD_S
+    return images * epochs / (images_per_s or IMAGES_PER_S.get(run.model, 500.0)) + EVAL_OVERHEAD_S
+
+
+def _model(row: dict) -> str:
+    return row["run"].get("model", DEFAULT_MODEL)  # run.json files written before stronger models existed lack it
 
 
 def run_grid(runs: list[Run], base: str | Path, root: str | Path, epochs: int, max_per_class: int | None = None,
@@ -234,31 +256,69 @@ def _reading(groups: dict, datasets: list[str]) -> list[str]:
             sentences.append(f"{title}: not enough finished runs to compare cosine-distance with the other losses yet.")
             continue
         (loss, head), best = max(others.items(), key=lambda item: np.mean(item[1]))
-        ref_mean, ref_std = _mean_std(reference)
-        best_mean, best_std = _mean_std(best)
-        delta = 100 * (ref_mean - best_mean)
-        spread = 100 * max(ref_std, best_std)
-        if math.isnan(spread):
-            verdict = "with a single seed on one side the seed spread is unknown, so this says nothing yet"
-        elif abs(delta) > 2 * spread:
-            verdict = f"more than twice the larger seed standard deviation ({spread:.2f} pp)"
-        elif abs(delta) > spread:
-            verdict = f"larger than the seed standard deviation ({spread:.2f} pp) but less than twice it"
-        else:
-            verdict = f"within the seed standard deviation ({spread:.2f} pp), i.e. no measurable effect"
         sentences.append(f"{title}: cosine-distance (s = {REFERENCE_SCALE:g}, m = {REFERENCE_MARGIN:g}) reaches "
                          f"{_cell(reference)} % accuracy ({_seeds(len(reference))}) against {_cell(best)} % for the best "
-                         f"other loss, {_variant_label(loss, head)} ({_seeds(len(best))}): {delta:+.2f} pp, {verdict}.")
+                         f"other loss, {_variant_label(loss, head)} ({_seeds(len(best))}): {_difference(reference, best)}.")
     return sentences
 
 
+def _difference(reference: list[float], other: list[float]) -> str:
+    """'+1.23 pp, <how that compares with the seed spread>' for mean(reference) - mean(other)."""
+    ref_mean, ref_std = _mean_std(reference)
+    other_mean, other_std = _mean_std(other)
+    delta = 100 * (ref_mean - other_mean)
+    spread = 100 * max(ref_std, other_std)
+    if math.isnan(spread):
+        verdict = "with a single seed on one side the seed spread is unknown, so this says nothing yet"
+    elif abs(delta) > 2 * spread:
+        verdict = f"more than twice the larger seed standard deviation ({spread:.2f} pp)"
+    elif abs(delta) > spread:
+        verdict = f"larger than the seed standard deviation ({spread:.2f} pp) but less than twice it"
+    else:
+        verdict = f"within the seed standard deviation ({spread:.2f} pp), i.e. no measurable effect"
+    return f"{delta:+.2f} pp, {verdict}"
+
+
+def _stronger_models(rows: list[dict]) -> list[str]:
+    """Table and one sentence per (dataset, model) for the endpoint runs on models other than mini-Xception."""
+    models = sorted({_model(row) for row in rows})
+    if not models:
+        return []
+    lines = ["## Table 3 endpoints on stronger models", "",
+             "Only softmax (linear head) and cosine-distance (s = 10, m = 0.35), same data, settings and seeds as above; "
+             "only the network differs.", ""]
+    sentences = []
+    for dataset in REPORTED:
+        for model in models:
+            found = {(loss, head): [row for row in rows if _model(row) == model and row["run"]["dataset"] == dataset
+                                    and (row["run"]["loss"], row["run"]["head"]) == (loss, head)]
+                     for loss, head in ENDPOINT_VARIANTS}
+            if not any(found.values()):
+                continue
+            split = "PrivateTest" if dataset == "fer2013" else "validation part"
+            lines += [f"### {DATASET_TITLES[dataset]} ({split}), {model}", "",
+                      "| loss | head | seeds | accuracy | macro-F1 | balanced accuracy |",
+                      "| --- | --- | --- | ---: | ---: | ---: |"]
+            lines += [f"| {_variant_label(loss, head).split(' [')[0]} | {head} | " + " | ".join(_row_cells(r)) + " |"
+                      for (loss, head), r in found.items() if r]
+            lines.append("")
+            accuracy = {key: [row["accuracy"] for row in r if "failed" not in row] for key, r in found.items()}
+            cosine, softmax = accuracy[ENDPOINT_VARIANTS[1]], accuracy[ENDPOINT_VARIANTS[0]]
+            if cosine and softmax:
+                sentences.append(f"{DATASET_TITLES[dataset]}, {model}: cosine-distance {_cell(cosine)} % against "
+                                 f"softmax {_cell(softmax)} %: {_difference(cosine, softmax)}.")
+    return lines + sentences + [""] if sentences else lines
+
+
 def results_markdown(rows: list[dict], root: str | Path = "runs/ablation") -> str:
-    groups = _groups(rows)
+    stronger = [row for row in rows if _model(row) != DEFAULT_MODEL]
+    groups = _groups([row for row in rows if _model(row) == DEFAULT_MODEL])
     datasets = [d for d in REPORTED if any(key[0] == d for key in groups)]
     all_settings = {json.dumps(row["settings"], sort_keys=True) for row in rows}
     commands = sorted({row["command"] for row in rows if row.get("command")})
     cpu, wall = sum(row["cpu_s"] for row in rows), sum(row["wall_s"] for row in rows)
-    lines = ["# Results: loss ablation on mini-Xception (paper Tables 1-3)", "",
+    lines = ["# Results: loss ablation on mini-Xception (paper Tables 1-3)" + (", endpoints on stronger models"
+                                                                              if stronger else ""), "",
              f"Generated by `fer.ablation.write_results` from {len(rows)} finished run(s) under `{root}`; do not edit by "
              "hand. Rerun the command below (finished runs are skipped) or `python benchmarks/ablate.py --results-only`.", ""]
     if not rows:
@@ -274,10 +334,12 @@ def results_markdown(rows: list[dict], root: str | Path = "runs/ablation") -> st
         lines.append("**Smoke settings (capped training set or under 5 epochs): these numbers show that the pipeline "
                      "works, they say nothing about the losses.**")
     per_dataset = []
-    for dataset in datasets:
-        these = [row for row in rows if row["run"]["dataset"] == dataset]
-        per_dataset.append(f"{DATASET_TITLES[dataset]} {np.mean([r['cpu_s'] for r in these]):.0f} CPU-s "
-                           f"({np.mean([r['wall_s'] for r in these]):.0f} wall-s)")
+    for dataset in REPORTED:
+        for model in sorted({_model(row) for row in rows}, key=lambda m: (m != DEFAULT_MODEL, m)):
+            these = [row for row in rows if row["run"]["dataset"] == dataset and _model(row) == model]
+            if these:
+                per_dataset.append(f"{DATASET_TITLES[dataset]} {model} {np.mean([r['cpu_s'] for r in these]):.0f} "
+                                   f"CPU-s ({np.mean([r['wall_s'] for r in these]):.0f} wall-s)")
     threads = sorted({row.get("threads") for row in rows if row.get("threads")})
     lines += ["", f"CPU time: {cpu / 3600:.2f} CPU-hours ({wall / 3600:.2f} wall-hours) over {len(rows)} runs on "
               f"{', '.join(map(str, threads)) or '?'} torch thread(s); mean per run: {'; '.join(per_dataset)}. "
@@ -319,7 +381,8 @@ def results_markdown(rows: list[dict], root: str | Path = "runs/ablation") -> st
         if lines[-2].startswith("## Table"):
             lines += ["Not run yet (needs at least two values of the grid).", ""]
 
-    max_seeds = max(len([r for r in found if "failed" not in r]) for found in groups.values())
+    lines += _stronger_models(stronger)
+    max_seeds = max((len([r for r in found if "failed" not in r]) for found in groups.values()), default=0)
     lines += ["## Reading", "",
               " ".join(_reading(groups, datasets)) + " Differences are judged against the seed-to-seed standard "
               f"deviation, the only noise estimate available here; with {max_seeds} seed(s) per row that estimate is itself "

@@ -68,3 +68,37 @@ def test_results_markdown_from_run_files(tmp_path):
     assert "+9.00 pp, more than twice the larger seed standard deviation (2.00 pp)" in text, text
     assert "ablate --test" in text and "Smoke settings" not in text
     assert "0.25 CPU-hours" in text, text  # 9 runs x 100 CPU-s
+
+
+def test_stronger_models_run_only_the_endpoints_and_keep_old_names(tmp_path):
+    import yaml
+
+    runs = ablation.grid(("rafdb",), (0,), (3,), softmax_heads=("keras",), stronger_models=("resnet_small",))
+    names = [run.name for run in runs]
+    assert "rafdb/softmax-keras/seed0" in names, "mini-Xception run names must not change (finished runs are reused)"
+    assert [n for n in names if "resnet_small" in n] == ["rafdb/resnet_small/softmax-linear/seed0",
+                                                        "rafdb/resnet_small/cosine_distance-s10-m0.35/seed0"]
+    cfg = ablation.run_config(yaml.safe_load(BASE.read_text()), runs[-1], 3, tmp_path)
+    assert (cfg.model.name, cfg.model.head, cfg.loss.name) == ("resnet_small", "cosine", "cosine_distance")
+    with pytest.raises(ValueError, match="stronger model 'resnet_huge'"):
+        ablation.grid(stronger_models=("resnet_huge",))
+
+
+def test_results_markdown_reports_stronger_models_apart(tmp_path):
+    settings = ablation.settings(BASE, 30, None)
+    rows = []
+    for seed in range(3):
+        rows.append(fake_row(ablation.Run("rafdb", "softmax", "keras", seed), 0.60 + 0.01 * seed, settings))
+        rows.append(fake_row(ablation.Run("rafdb", "cosine_distance", "cosine", seed), 0.61, settings))
+        rows.append(fake_row(ablation.Run("rafdb", "softmax", "linear", seed, model="resnet_small"), 0.70 + 0.01 * seed,
+                             settings))
+        rows.append(fake_row(ablation.Run("rafdb", "cosine_distance", "cosine", seed, model="resnet_small"), 0.75,
+                             settings))
+    del rows[0]["run"]["model"]  # run.json files from before the model field must still be read as mini-Xception
+    text = ablation.results_markdown(rows)
+    table3, stronger = text.split("## Table 3 endpoints on stronger models")
+    assert "| softmax | keras | 0, 1, 2 | 61.00 ± 1.00 |" in table3 and "70.00" not in table3, text
+    assert "### RAF-DB (validation part), resnet_small" in stronger, text
+    assert "| softmax | linear | 0, 1, 2 | 71.00 ± 1.00 |" in stronger, text
+    assert "cosine-distance 75.00 ± 0.00 % against softmax 71.00 ± 1.00 %: +4.00 pp, more than twice" in stronger, text
+    assert "RAF-DB resnet_small 100 CPU-s" in text, text
