@@ -149,13 +149,21 @@ def collect(root: str | Path) -> list[dict]:
 
 def estimate_seconds(run: Run, finished: list[dict], epochs: int, max_per_class: int | None,
                      images_per_s: float | None = None) -> float:
-    """Mean wall time of finished runs of the same dataset and model, else images x epochs at images_per_s + overhead."""
-    same = [row["wall_s"] for row in finished if row["run"]["dataset"] == run.dataset
-            and _model(row) == run.model and "failed" not in row]
+    """Expected wall time of a run, from the finished runs of the same model where there are any.
+
+    Same dataset: their mean. Other datasets only: their mean time per training image, times this run's images.
+    Neither: images x epochs at images_per_s (default: a rough per-model speed) plus overhead.
+    """
+    def images(dataset):
+        return TRAIN_IMAGES[dataset] if not max_per_class else min(TRAIN_IMAGES[dataset], 7 * max_per_class)
+
+    model_rows = [row for row in finished if _model(row) == run.model and "failed" not in row]
+    same = [row["wall_s"] for row in model_rows if row["run"]["dataset"] == run.dataset]
     if same:
         return float(np.mean(same))
-    images = TRAIN_IMAGES[run.dataset] if not max_per_class else min(TRAIN_IMAGES[run.dataset], 7 * max_per_class)
-    return images * epochs / (images_per_s or IMAGES_PER_S.get(run.model, 500.0)) + EVAL_OVERHEAD_S
+    if model_rows:
+        return images(run.dataset) * float(np.mean([row["wall_s"] / images(row["run"]["dataset"]) for row in model_rows]))
+    return images(run.dataset) * epochs / (images_per_s or IMAGES_PER_S.get(run.model, 500.0)) + EVAL_OVERHEAD_S
 
 
 def _model(row: dict) -> str:

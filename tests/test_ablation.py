@@ -102,3 +102,20 @@ def test_results_markdown_reports_stronger_models_apart(tmp_path):
     assert "| softmax | linear | 0, 1, 2 | 71.00 ± 1.00 |" in stronger, text
     assert "cosine-distance 75.00 ± 0.00 % against softmax 71.00 ± 1.00 %: +4.00 pp, more than twice" in stronger, text
     assert "RAF-DB resnet_small 100 CPU-s" in text, text
+
+
+def test_time_estimates_come_from_finished_runs_of_the_same_model():
+    settings = ablation.settings(BASE, 15, None)
+    rafdb_resnet = fake_row(ablation.Run("rafdb", "softmax", "linear", 0, model="resnet_small"), 0.7, settings)
+    rafdb_resnet["wall_s"] = 300.0
+    rafdb_mini = fake_row(ablation.Run("rafdb", "softmax", "keras", 0), 0.7, settings)
+    rafdb_mini["wall_s"] = 100.0
+    finished = [rafdb_resnet, rafdb_mini]
+    same = ablation.Run("rafdb", "cosine_distance", "cosine", 1, model="resnet_small")
+    assert ablation.estimate_seconds(same, finished, 15, None) == 300.0
+    other_dataset = ablation.Run("fer2013", "softmax", "linear", 0, model="resnet_small")
+    ratio = ablation.TRAIN_IMAGES["fer2013"] / ablation.TRAIN_IMAGES["rafdb"]
+    assert ablation.estimate_seconds(other_dataset, finished, 15, None) == pytest.approx(300.0 * ratio)
+    unseen = ablation.Run("rafdb", "softmax", "linear", 0, model="resnet_medium")
+    assert ablation.estimate_seconds(unseen, finished, 15, None, images_per_s=100.0) == pytest.approx(
+        ablation.TRAIN_IMAGES["rafdb"] * 15 / 100.0 + ablation.EVAL_OVERHEAD_S)
