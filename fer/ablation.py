@@ -250,23 +250,38 @@ def _seeds(n: int) -> str:
     return f"{n} seed" + ("s" if n != 1 else "")
 
 
+def _metric(rows: list[dict], key: str) -> list[float]:
+    return [row[key] for row in rows if "failed" not in row]
+
+
 def _reading(groups: dict, datasets: list[str]) -> list[str]:
-    """One computed sentence per dataset: cosine-distance against the best other loss, relative to the seed spread."""
+    """Computed sentences per dataset: cosine-distance against the best other loss (accuracy and macro-F1, relative to
+    the seed spread), and how both move across the margin grid."""
     sentences = []
     for dataset in datasets:
-        reference = [r["accuracy"] for r in groups.get((dataset, "cosine_distance", "cosine", REFERENCE_SCALE,
-                                                        REFERENCE_MARGIN), []) if "failed" not in r]
-        others = {(loss, head): [r["accuracy"] for r in groups.get((dataset, loss, head, REFERENCE_SCALE, REFERENCE_MARGIN), [])
-                                 if "failed" not in r] for loss, head in TABLE3_VARIANTS if loss != "cosine_distance"}
-        others = {key: values for key, values in others.items() if values}
+        reference = groups.get((dataset, "cosine_distance", "cosine", REFERENCE_SCALE, REFERENCE_MARGIN), [])
+        others = {(loss, head): groups.get((dataset, loss, head, REFERENCE_SCALE, REFERENCE_MARGIN), [])
+                  for loss, head in TABLE3_VARIANTS if loss != "cosine_distance"}
+        others = {key: rows for key, rows in others.items() if _metric(rows, "accuracy")}
         title = DATASET_TITLES[dataset]
-        if not reference or not others:
+        if not _metric(reference, "accuracy") or not others:
             sentences.append(f"{title}: not enough finished runs to compare cosine-distance with the other losses yet.")
             continue
-        (loss, head), best = max(others.items(), key=lambda item: np.mean(item[1]))
+        (loss, head), best = max(others.items(), key=lambda item: np.mean(_metric(item[1], "accuracy")))
+        acc, best_acc = _metric(reference, "accuracy"), _metric(best, "accuracy")
+        f1, best_f1 = _metric(reference, "macro_f1"), _metric(best, "macro_f1")
         sentences.append(f"{title}: cosine-distance (s = {REFERENCE_SCALE:g}, m = {REFERENCE_MARGIN:g}) reaches "
-                         f"{_cell(reference)} % accuracy ({_seeds(len(reference))}) against {_cell(best)} % for the best "
-                         f"other loss, {_variant_label(loss, head)} ({_seeds(len(best))}): {_difference(reference, best)}.")
+                         f"{_cell(acc)} % accuracy ({_seeds(len(acc))}) against {_cell(best_acc)} % for the best "
+                         f"other loss, {_variant_label(loss, head)} ({_seeds(len(best_acc))}): "
+                         f"{_difference(acc, best_acc)}; macro-F1 {_cell(f1)} % against {_cell(best_f1)} %: "
+                         f"{_difference(f1, best_f1)}.")
+        margins = sorted(key for key in groups if key[:4] == (dataset, "cosine_distance", "cosine", REFERENCE_SCALE)
+                         and _metric(groups[key], "accuracy"))
+        if len(margins) > 1:
+            low, high = groups[margins[0]], groups[margins[-1]]
+            sentences.append(f"{title}, margin grid: from m = {margins[0][4]:g} to m = {margins[-1][4]:g} accuracy goes "
+                             f"from {_cell(_metric(low, 'accuracy'))} to {_cell(_metric(high, 'accuracy'))} % and "
+                             f"macro-F1 from {_cell(_metric(low, 'macro_f1'))} to {_cell(_metric(high, 'macro_f1'))} %.")
     return sentences
 
 
@@ -310,11 +325,13 @@ def _stronger_models(rows: list[dict]) -> list[str]:
             lines += [f"| {_variant_label(loss, head).split(' [')[0]} | {head} | " + " | ".join(_row_cells(r)) + " |"
                       for (loss, head), r in found.items() if r]
             lines.append("")
-            accuracy = {key: [row["accuracy"] for row in r if "failed" not in row] for key, r in found.items()}
-            cosine, softmax = accuracy[ENDPOINT_VARIANTS[1]], accuracy[ENDPOINT_VARIANTS[0]]
-            if cosine and softmax:
-                sentences.append(f"{DATASET_TITLES[dataset]}, {model}: cosine-distance {_cell(cosine)} % against "
-                                 f"softmax {_cell(softmax)} %: {_difference(cosine, softmax)}.")
+            cosine, softmax = found[ENDPOINT_VARIANTS[1]], found[ENDPOINT_VARIANTS[0]]
+            if _metric(cosine, "accuracy") and _metric(softmax, "accuracy"):
+                parts = [f"{name} {_cell(_metric(cosine, key))} % against {_cell(_metric(softmax, key))} %: "
+                         f"{_difference(_metric(cosine, key), _metric(softmax, key))}"
+                         for name, key in (("accuracy", "accuracy"), ("macro-F1", "macro_f1"))]
+                sentences.append(f"{DATASET_TITLES[dataset]}, {model}, cosine-distance against softmax: "
+                                 + "; ".join(parts) + ".")
     return lines + sentences + [""] if sentences else lines
 
 

@@ -100,7 +100,7 @@ def test_results_markdown_reports_stronger_models_apart(tmp_path):
     assert "| softmax | keras | 0, 1, 2 | 61.00 ± 1.00 |" in table3 and "70.00" not in table3, text
     assert "### RAF-DB (validation part), resnet_small" in stronger, text
     assert "| softmax | linear | 0, 1, 2 | 71.00 ± 1.00 |" in stronger, text
-    assert "cosine-distance 75.00 ± 0.00 % against softmax 71.00 ± 1.00 %: +4.00 pp, more than twice" in stronger, text
+    assert "cosine-distance against softmax: accuracy 75.00 ± 0.00 % against 71.00 ± 1.00 %: +4.00 pp, more than twice" in stronger, text
     assert "RAF-DB resnet_small 100 CPU-s" in text, text
 
 
@@ -119,3 +119,17 @@ def test_time_estimates_come_from_finished_runs_of_the_same_model():
     unseen = ablation.Run("rafdb", "softmax", "linear", 0, model="resnet_medium")
     assert ablation.estimate_seconds(unseen, finished, 15, None, images_per_s=100.0) == pytest.approx(
         ablation.TRAIN_IMAGES["rafdb"] * 15 / 100.0 + ablation.EVAL_OVERHEAD_S)
+
+
+def test_reading_compares_macro_f1_and_the_margin_trend():
+    settings = ablation.settings(BASE, 30, None)
+    rows = []
+    for seed in range(3):
+        rows.append(fake_row(ablation.Run("rafdb", "softmax", "keras", seed), 0.70, settings))
+        for margin, accuracy in ((0.0, 0.72), (0.35, 0.70), (0.5, 0.66)):
+            rows.append(fake_row(ablation.Run("rafdb", "cosine_distance", "cosine", seed, 10.0, margin),
+                                 accuracy + 0.01 * seed, settings))
+    reading = ablation.results_markdown(rows).split("## Reading")[1]
+    assert "macro-F1 61.00 ± 1.00 % against 60.00 ± 0.00 %: +1.00 pp, within the seed standard deviation" in reading
+    assert "from m = 0 to m = 0.5 accuracy goes from 73.00 ± 1.00 to 67.00 ± 1.00 %" in reading, reading
+    assert "macro-F1 from 63.00 ± 1.00 to 57.00 ± 1.00 %" in reading, reading
