@@ -142,9 +142,34 @@ def run_one(run: Run, cfg: Config, run_settings: dict, data_root=None, command: 
 
 
 def collect(root: str | Path) -> list[dict]:
-    """run.json of every finished run under root, sorted by name."""
-    rows = [json.loads(path.read_text()) for path in Path(root).rglob("run.json")]
+    """run.json of every finished run under root, sorted by name, with the per-class recall of its eval/report.json."""
+    rows = []
+    for path in Path(root).rglob("run.json"):
+        row = json.loads(path.read_text())
+        report = path.parent / "eval" / "report.json"
+        if report.is_file():
+            per_class = json.loads(report.read_text())["per_class"]
+            row["recall"] = {name: values["recall"] for name, values in per_class.items()}
+        rows.append(row)
     return sorted(rows, key=lambda row: row["name"])
+
+
+def _recall_table(dataset: str, groups: dict) -> list[str]:
+    """Mean per-class recall over seeds for each Table 3 row: where a loss wins or loses, class by class."""
+    found = [(loss, head, [row["recall"] for row in groups.get((dataset, loss, head, REFERENCE_SCALE,
+                                                                  REFERENCE_MARGIN), []) if row.get("recall")])
+             for loss, head in TABLE3_VARIANTS]
+    found = [(loss, head, recalls) for loss, head, recalls in found if recalls]
+    if not found:
+        return []
+    classes = list(found[0][2][0])
+    lines = ["Recall per class (mean over the seeds above, %):", "",
+             "| loss | head | " + " | ".join(classes) + " |", "| --- | --- |" + " ---: |" * len(classes)]
+    for loss, head, recalls in found:
+        means = [100 * float(np.mean([recall[name] for recall in recalls])) for name in classes]
+        lines.append(f"| {_variant_label(loss, head).split(' [')[0]} | {head} | "
+                     + " | ".join(f"{value:.1f}" for value in means) + " |")
+    return lines + [""]
 
 
 def estimate_seconds(run: Run, finished: list[dict], epochs: int, max_per_class: int | None,
@@ -391,6 +416,7 @@ def results_markdown(rows: list[dict], root: str | Path = "runs/ablation") -> st
                     name += f", s = {REFERENCE_SCALE:g}, m = {REFERENCE_MARGIN:g}"
                 lines.append(f"| {name} | {head} | " + " | ".join(_row_cells(found)) + " |")
         lines.append("")
+        lines += _recall_table(dataset, groups)
 
     for table, title, axis, fixed in ((1, "margin m at s = 10", "margin", ("scale", REFERENCE_SCALE)),
                                       (2, "scale s at m = 0.35", "scale", ("margin", REFERENCE_MARGIN))):

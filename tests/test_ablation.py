@@ -133,3 +133,17 @@ def test_reading_compares_macro_f1_and_the_margin_trend():
     assert "macro-F1 61.00 ± 1.00 % against 60.00 ± 0.00 %: +1.00 pp, within the seed standard deviation" in reading
     assert "from m = 0 to m = 0.5 accuracy goes from 73.00 ± 1.00 to 67.00 ± 1.00 %" in reading, reading
     assert "macro-F1 from 63.00 ± 1.00 to 57.00 ± 1.00 %" in reading, reading
+
+
+def test_collect_adds_per_class_recall_and_the_markdown_tabulates_it(tmp_path):
+    settings = ablation.settings(BASE, 30, None)
+    for seed, fear in ((0, 0.2), (1, 0.4)):
+        run = ablation.Run("rafdb", "softmax", "keras", seed)
+        (tmp_path / run.name / "eval").mkdir(parents=True)
+        (tmp_path / run.name / "run.json").write_text(json.dumps(fake_row(run, 0.7, settings)))
+        report = {"per_class": {"fear": {"recall": fear, "precision": 0.5}, "happy": {"recall": 0.9, "precision": 0.8}}}
+        (tmp_path / run.name / "eval" / "report.json").write_text(json.dumps(report))
+    rows = ablation.collect(tmp_path)
+    assert [row["recall"] for row in rows] == [{"fear": 0.2, "happy": 0.9}, {"fear": 0.4, "happy": 0.9}]
+    text = ablation.results_markdown(rows)
+    assert "| loss | head | fear | happy |" in text and "| softmax | keras | 30.0 | 90.0 |" in text, text
