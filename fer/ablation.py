@@ -154,6 +154,26 @@ def collect(root: str | Path) -> list[dict]:
     return sorted(rows, key=lambda row: row["name"])
 
 
+def copy_records(root: str | Path, dest: str | Path) -> int:
+    """Copy each finished run's run.json and eval/report.json (a few kB, no weights) from root to dest, same layout.
+
+    dest can be committed: results_markdown(collect(dest)) then rebuilds the results without the training runs.
+    Returns the number of runs copied.
+    """
+    root, dest = Path(root), Path(dest)
+    count = 0
+    for path in sorted(root.rglob("run.json")):
+        run_dir = path.parent.relative_to(root)
+        for name in ("run.json", "eval/report.json"):
+            source = root / run_dir / name
+            if source.is_file():
+                target = dest / run_dir / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(source.read_bytes())
+        count += 1
+    return count
+
+
 def _recall_table(dataset: str, groups: dict) -> list[str]:
     """Mean per-class recall over seeds for each Table 3 row: where a loss wins or loses, class by class."""
     found = [(loss, head, [row["recall"] for row in groups.get((dataset, loss, head, REFERENCE_SCALE,

@@ -147,3 +147,27 @@ def test_collect_adds_per_class_recall_and_the_markdown_tabulates_it(tmp_path):
     assert [row["recall"] for row in rows] == [{"fear": 0.2, "happy": 0.9}, {"fear": 0.4, "happy": 0.9}]
     text = ablation.results_markdown(rows)
     assert "| loss | head | fear | happy |" in text and "| softmax | keras | 30.0 | 90.0 |" in text, text
+
+
+def test_copy_records_keeps_what_the_results_need(tmp_path):
+    settings = ablation.settings(BASE, 30, None)
+    run = ablation.Run("fer2013", "softmax", "keras", 0)
+    source = tmp_path / "runs" / run.name
+    (source / "eval").mkdir(parents=True)
+    (source / "run.json").write_text(json.dumps(fake_row(run, 0.6, settings)))
+    (source / "eval" / "report.json").write_text(json.dumps({"per_class": {"happy": {"recall": 0.8}}}))
+    (source / "last.pt").write_bytes(b"weights stay behind")
+    assert ablation.copy_records(tmp_path / "runs", tmp_path / "records") == 1
+    copied = sorted(p.relative_to(tmp_path / "records").as_posix() for p in (tmp_path / "records").rglob("*.json"))
+    assert copied == [f"{run.name}/eval/report.json", f"{run.name}/run.json"]
+    assert not list((tmp_path / "records").rglob("*.pt"))
+    assert ablation.collect(tmp_path / "records") == ablation.collect(tmp_path / "runs")
+
+
+def test_committed_results_are_rebuilt_from_the_committed_run_records():
+    records = REPO_ROOT / "docs" / "runs" / "ablation"
+    if not records.is_dir():
+        pytest.skip("no committed ablation records")
+    expected = ablation.results_markdown(ablation.collect(records), "docs/runs/ablation")
+    assert (REPO_ROOT / "docs" / "results.md").read_text() == expected, \
+        "docs/results.md is stale: python benchmarks/ablate.py --results-only --root docs/runs/ablation"
