@@ -44,6 +44,8 @@ def main(argv=None) -> int:
     p.add_argument("--softmax-heads", type=lambda t: tuple(t.split(",")), default=("keras", "linear"))
     p.add_argument("--stronger-models", type=lambda t: tuple(m for m in t.split(",") if m), default=(),
                    help="also run Table 3's endpoints (softmax vs cosine-distance) on these models, e.g. resnet_small")
+    p.add_argument("--balanced-sampling", action="store_true",
+                   help="also run softmax and cosine-distance on mini-Xception with class-balanced sampling (Table 3)")
     p.add_argument("--epochs", type=int, default=30, help="epochs per run (the same for every run)")
     p.add_argument("--max-per-class", type=int, help="cap training images per class (smoke runs)")
     p.add_argument("--only", help="run only the runs whose name contains this text, e.g. 'rafdb/' or 'seed0'")
@@ -66,7 +68,7 @@ def main(argv=None) -> int:
         print(f"wrote {args.results} from {len(ablation.collect(args.root))} finished run(s) under {args.root}")
         return 0
     runs = ablation.grid(args.datasets, args.seeds, args.tables, args.margins, args.scales, args.softmax_heads,
-                         args.stronger_models)
+                         args.stronger_models, args.balanced_sampling)
     if args.only:
         runs = [run for run in runs if args.only in run.name]
     if args.dry_run:

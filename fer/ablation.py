@@ -43,6 +43,9 @@ DEFAULT_MODEL = "mini_xception"  # the paper's model: every table runs on it
 # The stronger models only run Table 3's two endpoints, softmax (linear head) vs cosine-distance: the question is
 # whether the loss still helps on a bigger network, not the whole grid again.
 ENDPOINT_VARIANTS = (("softmax", "linear"), ("cosine_distance", "cosine"))
+# Class-balanced sampling (train.balanced_sampling) runs the same two endpoints on mini-Xception: the margin costs the
+# rare classes (see the recall tables), and the question is whether drawing classes equally gives that back.
+SAMPLINGS = ("natural", "balanced")
 IMAGES_PER_S = {DEFAULT_MODEL: 1000.0}  # rough one-thread training speed for first-run estimates; others: 500
 
 
@@ -55,12 +58,15 @@ class Run:
     scale: float = REFERENCE_SCALE
     margin: float = REFERENCE_MARGIN
     model: str = DEFAULT_MODEL
+    sampling: str = "natural"  # natural: shuffled training set; balanced: classes drawn equally often
 
     @property
     def variant(self) -> str:
         if self.loss == "cosine_distance":
-            return f"cosine_distance-s{self.scale:g}-m{self.margin:g}"
-        return f"{self.loss}-{self.head}"
+            variant = f"cosine_distance-s{self.scale:g}-m{self.margin:g}"
+        else:
+            variant = f"{self.loss}-{self.head}"
+        return variant if self.sampling == "natural" else f"{variant}-{self.sampling}"
 
     @property
     def name(self) -> str:
@@ -69,10 +75,12 @@ class Run:
 
 
 def grid(datasets=("rafdb", "fer2013"), seeds=(0, 1, 2), tables=(1, 2, 3), margins=DEFAULT_MARGINS, scales=DEFAULT_SCALES,
-         softmax_heads=("keras", "linear"), stronger_models=()) -> list[Run]:
+         softmax_heads=("keras", "linear"), stronger_models=(), balanced_sampling=False) -> list[Run]:
     """All runs, seed-major (every variant with seed 0 first), so a budget-limited grid still fills whole tables.
 
     stronger_models adds, with Table 3, its two endpoints (softmax vs cosine-distance) on each of those models.
+    balanced_sampling adds, with Table 3, softmax (each of softmax_heads) and cosine-distance on mini-Xception trained
+    with class-balanced sampling.
     """
     for dataset in datasets:
         if dataset not in REPORTED:
@@ -95,6 +103,9 @@ def grid(datasets=("rafdb", "fer2013"), seeds=(0, 1, 2), tables=(1, 2, 3), margi
                          if loss != "softmax" or head in softmax_heads]
                 runs += [Run(dataset, loss, head, seed, model=model) for model in stronger_models
                          for loss, head in ENDPOINT_VARIANTS]
+                if balanced_sampling:
+                    runs += [Run(dataset, loss, head, seed, sampling="balanced") for loss, head in TABLE3_VARIANTS
+                             if loss == "cosine_distance" or (loss == "softmax" and head in softmax_heads)]
             if 1 in tables:
                 runs += [Run(dataset, "cosine_distance", "cosine", seed, REFERENCE_SCALE, float(m)) for m in margins]
             if 2 in tables:
@@ -110,7 +121,8 @@ def settings(base: str, epochs: int, max_per_class: int | None) -> dict:
 def run_config(base_raw: dict, run: Run, epochs: int, out_dir: Path, max_per_class: int | None = None,
                threads: int = 0, source: str = "ablation") -> Config:
     overrides = [f"data.dataset={run.dataset}", "data.path=null", f"data.max_per_class={max_per_class or 'null'}",
-                 f"model.name={run.model}", f"model.head={run.head}", f"loss.name={run.loss}", f"loss.scale={run.scale}", f"loss.margin={run.margin}",
+                 f"model.name={run.model}", f"model.head={run.head}",
+                 f"train.balanced_sampling={'true' if run.sampling == 'balanced' else 'false'}", f"loss.name={run.loss}", f"loss.scale={run.scale}", f"loss.margin={run.margin}",
                  f"train.seed={run.seed}", f"train.epochs={epochs}", "train.early_stop_patience=0", "train.max_steps=null",
                  f"train.threads={threads}", "train.checkpoint_every=1000"]
     cfg = config_from_dict(apply_overrides(base_raw, overrides, source), source)
@@ -176,19 +188,24 @@ def copy_records(root: str | Path, dest: str | Path) -> int:
 
 def _recall_table(dataset: str, groups: dict) -> list[str]:
     """Mean per-class recall over seeds for each Table 3 row: where a loss wins or loses, class by class."""
-    found = [(loss, head, [row["recall"] for row in groups.get((dataset, loss, head, REFERENCE_SCALE,
-                                                                  REFERENCE_MARGIN), []) if row.get("recall")])
-             for loss, head in TABLE3_VARIANTS]
-    found = [(loss, head, recalls) for loss, head, recalls in found if recalls]
+    return _recall_lines([(f"{_variant_label(loss, head).split(' [')[0]} | {head}",
+                           groups.get((dataset, loss, head, REFERENCE_SCALE, REFERENCE_MARGIN), []))
+                          for loss, head in TABLE3_VARIANTS], "loss | head")
+
+
+def _recall_lines(labelled_rows: list[tuple[str, list[dict]]], header: str) -> list[str]:
+    """Markdown table of the mean per-class recall of each (label cells, runs); groups without recall are left out."""
+    found = [(label, [row["recall"] for row in rows if row.get("recall")]) for label, rows in labelled_rows]
+    found = [(label, recalls) for label, recalls in found if recalls]
     if not found:
         return []
-    classes = list(found[0][2][0])
+    classes = list(found[0][1][0])
     lines = ["Recall per class (mean over the seeds above, %):", "",
-             "| loss | head | " + " | ".join(classes) + " |", "| --- | --- |" + " ---: |" * len(classes)]
-    for loss, head, recalls in found:
+             f"| {header} | " + " | ".join(classes) + " |",
+             "|" + " --- |" * (header.count("|") + 1) + " ---: |" * len(classes)]
+    for label, recalls in found:
         means = [100 * float(np.mean([recall[name] for recall in recalls])) for name in classes]
-        lines.append(f"| {_variant_label(loss, head).split(' [')[0]} | {head} | "
-                     + " | ".join(f"{value:.1f}" for value in means) + " |")
+        lines.append(f"| {label} | " + " | ".join(f"{value:.1f}" for value in means) + " |")
     return lines + [""]
 
 
@@ -213,6 +230,10 @@ def estimate_seconds(run: Run, finished: list[dict], epochs: int, max_per_class:
 
 def _model(row: dict) -> str:
     return row["run"].get("model", DEFAULT_MODEL)  # run.json files written before stronger models existed lack it
+
+
+def _sampling(row: dict) -> str:
+    return row["run"].get("sampling", "natural")  # likewise before balanced sampling existed
 
 
 def run_grid(runs: list[Run], base: str | Path, root: str | Path, epochs: int, max_per_class: int | None = None,
@@ -380,9 +401,56 @@ def _stronger_models(rows: list[dict]) -> list[str]:
     return lines + sentences + [""] if sentences else lines
 
 
+def _balanced_sampling(natural: list[dict], balanced: list[dict]) -> list[str]:
+    """Tables and sentences comparing mini-Xception runs with class-balanced sampling against the natural ones."""
+    if not balanced:
+        return []
+    lines = ["## Class-balanced sampling (mini-Xception)", "",
+             "The same losses trained with every class drawn equally often (`train.balanced_sampling: true`: as many "
+             "images per epoch as the training set, drawn with replacement in inverse proportion to class frequency), "
+             "next to their natural-frequency rows from Table 3; data, settings and seeds are otherwise the same.", ""]
+    variants = list(dict.fromkeys((row["run"]["loss"], row["run"]["head"]) for row in
+                                  sorted(balanced, key=lambda row: row["run"]["loss"] != "softmax")))
+    sentences = []
+    for dataset in REPORTED:
+        found = {(loss, head, sampling): [row for row in (natural if sampling == "natural" else balanced)
+                                          if row["run"]["dataset"] == dataset and row["run"]["loss"] == loss
+                                          and row["run"]["head"] == head and row["run"]["scale"] == REFERENCE_SCALE
+                                          and row["run"]["margin"] == REFERENCE_MARGIN]
+                 for loss, head in variants for sampling in SAMPLINGS}
+        if not any(rows for (_, _, sampling), rows in found.items() if sampling == "balanced"):
+            continue
+        split = "PrivateTest" if dataset == "fer2013" else "validation part"
+        lines += [f"### {DATASET_TITLES[dataset]} ({split})", "",
+                  "| loss | head | sampling | seeds | accuracy | macro-F1 | balanced accuracy |",
+                  "| --- | --- | --- | --- | ---: | ---: | ---: |"]
+        labelled = [(f"{_variant_label(loss, head).split(' [')[0]} | {head} | {sampling}", rows)
+                    for (loss, head, sampling), rows in found.items() if rows]
+        lines += [f"| {label} | " + " | ".join(_row_cells(rows)) + " |" for label, rows in labelled]
+        lines += [""] + _recall_lines(labelled, "loss | head | sampling")
+        for loss, head in variants:
+            before, after = found[(loss, head, "natural")], found[(loss, head, "balanced")]
+            if _metric(before, "accuracy") and _metric(after, "accuracy"):
+                parts = [f"{name} {_cell(_metric(after, key))} % against {_cell(_metric(before, key))} %: "
+                         f"{_difference(_metric(after, key), _metric(before, key))}"
+                         for name, key in (("accuracy", "accuracy"), ("macro-F1", "macro_f1"))]
+                sentences.append(f"{DATASET_TITLES[dataset]}, {_variant_label(loss, head)}, balanced against natural "
+                                 "sampling: " + "; ".join(parts) + ".")
+        cosine = found.get(("cosine_distance", "cosine", "balanced"), [])
+        softmax = [rows for (loss, _, sampling), rows in found.items() if loss == "softmax" and sampling == "balanced"]
+        if _metric(cosine, "accuracy") and softmax and _metric(softmax[0], "accuracy"):
+            parts = [f"{name} {_difference(_metric(cosine, key), _metric(softmax[0], key))}"
+                     for name, key in (("accuracy", "accuracy"), ("macro-F1", "macro_f1"))]
+            sentences.append(f"{DATASET_TITLES[dataset]}, both balanced, cosine-distance against softmax: "
+                             + "; ".join(parts) + ".")
+    return lines + sentences + [""]
+
+
 def results_markdown(rows: list[dict], root: str | Path = "runs/ablation") -> str:
     stronger = [row for row in rows if _model(row) != DEFAULT_MODEL]
-    groups = _groups([row for row in rows if _model(row) == DEFAULT_MODEL])
+    balanced = [row for row in rows if _model(row) == DEFAULT_MODEL and _sampling(row) == "balanced"]
+    natural = [row for row in rows if _model(row) == DEFAULT_MODEL and _sampling(row) == "natural"]
+    groups = _groups(natural)
     datasets = [d for d in REPORTED if any(key[0] == d for key in groups)]
     all_settings = {json.dumps(row["settings"], sort_keys=True) for row in rows}
     commands = sorted({row["command"] for row in rows if row.get("command")})
@@ -456,6 +524,7 @@ def results_markdown(rows: list[dict], root: str | Path = "runs/ablation") -> st
             lines += ["Not run yet (needs at least two values of the grid).", ""]
 
     lines += _stronger_models(stronger)
+    lines += _balanced_sampling(natural, balanced)
     max_seeds = max((len([r for r in found if "failed" not in r]) for found in groups.values()), default=0)
     lines += ["## Reading", "",
               " ".join(_reading(groups, datasets)) + " Differences are judged against the seed-to-seed standard "

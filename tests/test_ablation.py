@@ -104,6 +104,40 @@ def test_results_markdown_reports_stronger_models_apart(tmp_path):
     assert "RAF-DB resnet_small 100 CPU-s" in text, text
 
 
+def test_balanced_sampling_runs_the_endpoints_on_mini_xception_under_new_names(tmp_path):
+    import yaml
+
+    plain = ablation.grid(("rafdb",), (0,), (3,), softmax_heads=("keras",))
+    runs = ablation.grid(("rafdb",), (0,), (3,), softmax_heads=("keras",), balanced_sampling=True)
+    assert runs[:len(plain)] == plain, "the natural-sampling runs (and their names) must not change"
+    assert [run.name for run in runs[len(plain):]] == ["rafdb/softmax-keras-balanced/seed0",
+                                                      "rafdb/cosine_distance-s10-m0.35-balanced/seed0"]
+    base_raw = yaml.safe_load(BASE.read_text())
+    assert ablation.run_config(base_raw, runs[-1], 3, tmp_path).train.balanced_sampling is True
+    assert ablation.run_config(base_raw, plain[-1], 3, tmp_path).train.balanced_sampling is False
+
+
+def test_results_markdown_puts_balanced_sampling_beside_natural_sampling():
+    settings = ablation.settings(BASE, 30, None)
+    rows = []
+    for seed in range(3):
+        for sampling, (soft, cos) in (("natural", (0.70, 0.68)), ("balanced", (0.66, 0.67))):
+            rows.append(fake_row(ablation.Run("rafdb", "softmax", "keras", seed, sampling=sampling), soft + 0.01 * seed,
+                                 settings))
+            rows.append(fake_row(ablation.Run("rafdb", "cosine_distance", "cosine", seed, sampling=sampling), cos,
+                                 settings))
+    for row in rows:  # run.json files from before the sampling field must still be read as natural sampling
+        if row["run"]["sampling"] == "natural":
+            del row["run"]["sampling"]
+    text = ablation.results_markdown(rows)
+    table3, balanced = text.split("## Class-balanced sampling (mini-Xception)")
+    assert "| softmax | keras | 0, 1, 2 | 71.00 ± 1.00 |" in table3 and "67.00" not in table3, text
+    assert "| softmax | keras | balanced | 0, 1, 2 | 67.00 ± 1.00 |" in balanced, text
+    assert "| cosine-distance (AM-Softmax + island) | cosine | natural | 0, 1, 2 | 68.00 ± 0.00 |" in balanced, text
+    assert "balanced against natural sampling: accuracy 67.00 ± 1.00 % against 71.00 ± 1.00 %: -4.00 pp" in balanced
+    assert "both balanced, cosine-distance against softmax: accuracy +0.00 pp" in balanced, text
+
+
 def test_time_estimates_come_from_finished_runs_of_the_same_model():
     settings = ablation.settings(BASE, 15, None)
     rafdb_resnet = fake_row(ablation.Run("rafdb", "softmax", "linear", 0, model="resnet_small"), 0.7, settings)
