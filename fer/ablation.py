@@ -46,6 +46,7 @@ ENDPOINT_VARIANTS = (("softmax", "linear"), ("cosine_distance", "cosine"))
 # Class-balanced sampling (train.balanced_sampling) runs the same two endpoints on mini-Xception: the margin costs the
 # rare classes (see the recall tables), and the question is whether drawing classes equally gives that back.
 SAMPLINGS = ("natural", "balanced")
+BALANCED_METRICS = (("accuracy", "accuracy"), ("macro-F1", "macro_f1"), ("balanced accuracy", "balanced_accuracy"))
 IMAGES_PER_S = {DEFAULT_MODEL: 1000.0}  # rough one-thread training speed for first-run estimates; others: 500
 
 
@@ -433,14 +434,14 @@ def _balanced_sampling(natural: list[dict], balanced: list[dict]) -> list[str]:
             if _metric(before, "accuracy") and _metric(after, "accuracy"):
                 parts = [f"{name} {_cell(_metric(after, key))} % against {_cell(_metric(before, key))} %: "
                          f"{_difference(_metric(after, key), _metric(before, key))}"
-                         for name, key in (("accuracy", "accuracy"), ("macro-F1", "macro_f1"))]
+                         for name, key in BALANCED_METRICS]
                 sentences.append(f"{DATASET_TITLES[dataset]}, {_variant_label(loss, head)}, balanced against natural "
                                  "sampling: " + "; ".join(parts) + ".")
         cosine = found.get(("cosine_distance", "cosine", "balanced"), [])
         softmax = [rows for (loss, _, sampling), rows in found.items() if loss == "softmax" and sampling == "balanced"]
         if _metric(cosine, "accuracy") and softmax and _metric(softmax[0], "accuracy"):
             parts = [f"{name} {_difference(_metric(cosine, key), _metric(softmax[0], key))}"
-                     for name, key in (("accuracy", "accuracy"), ("macro-F1", "macro_f1"))]
+                     for name, key in BALANCED_METRICS]
             sentences.append(f"{DATASET_TITLES[dataset]}, both balanced, cosine-distance against softmax: "
                              + "; ".join(parts) + ".")
     return lines + sentences + [""]
