@@ -13,7 +13,7 @@ last.pt. Meant to run in the background:
     python benchmarks/ablate.py --results-only --root docs/runs/ablation           # rebuild from committed records
 
 Time per run, one torch thread per run, two runs side by side on 2 cores: mini-Xception ~34 s per FER2013 epoch and
-~13 s per RAF-DB epoch; resnet_small ~20 s per RAF-DB epoch; plus ~20 s of data reading and evaluation.
+~13 s per RAF-DB epoch; resnet_small ~20 s per RAF-DB epoch and ~50 s per FER2013 epoch; plus ~20 s of data reading and evaluation.
 """
 
 import argparse
