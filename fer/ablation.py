@@ -36,6 +36,7 @@ REFERENCE_SCALE, REFERENCE_MARGIN = 10.0, 0.35  # the paper's operating point (A
 DEFAULT_MARGINS = (0.0, 0.1, 0.2, 0.35, 0.5)  # Table 1, at s = REFERENCE_SCALE
 DEFAULT_SCALES = (5.0, 10.0, 20.0, 30.0)  # Table 2, at m = REFERENCE_MARGIN
 DATASET_TITLES = {"rafdb": "RAF-DB", "fer2013": "FER2013"}
+SPLIT_TITLES = {"rafdb": "validation part", "fer2013": "PrivateTest"}  # the split each dataset is reported on
 REPORTED = {"rafdb": "last", "fer2013": "best"}  # checkpoint reported: see the module docstring
 TRAIN_IMAGES = {"rafdb": 11044, "fer2013": 28709}  # images per epoch (RAF-DB: 90 % of 12,271), for time estimates
 EVAL_OVERHEAD_S = 20.0  # reading the data, validation and the final report per run, roughly
@@ -46,7 +47,8 @@ ENDPOINT_VARIANTS = (("softmax", "linear"), ("cosine_distance", "cosine"))
 # Class-balanced sampling (train.balanced_sampling) runs the same two endpoints on mini-Xception: the margin costs the
 # rare classes (see the recall tables), and the question is whether drawing classes equally gives that back.
 SAMPLINGS = ("natural", "balanced")
-BALANCED_METRICS = (("accuracy", "accuracy"), ("macro-F1", "macro_f1"), ("balanced accuracy", "balanced_accuracy"))
+COMPARED_METRICS = (("accuracy", "accuracy"), ("macro-F1", "macro_f1"))  # (name in the text, run.json key)
+BALANCED_METRICS = COMPARED_METRICS + (("balanced accuracy", "balanced_accuracy"),)  # what balanced sampling targets
 IMAGES_PER_S = {DEFAULT_MODEL: 1000.0}  # rough one-thread training speed for first-run estimates; others: 500
 
 
@@ -369,6 +371,12 @@ def _difference(reference: list[float], other: list[float]) -> str:
     return f"{delta:+.2f} pp, {verdict}"
 
 
+def _against(rows: list[dict], reference: list[dict], metrics) -> str:
+    """'accuracy 70.00 ± 1.00 % against 68.00 ± 0.50 %: +2.00 pp, <verdict>; macro-F1 ...' for each (name, key)."""
+    return "; ".join(f"{name} {_cell(_metric(rows, key))} % against {_cell(_metric(reference, key))} %: "
+                     f"{_difference(_metric(rows, key), _metric(reference, key))}" for name, key in metrics)
+
+
 def _stronger_models(rows: list[dict]) -> list[str]:
     """Table and one sentence per (dataset, model) for the endpoint runs on models other than mini-Xception."""
     models = sorted({_model(row) for row in rows})
@@ -385,8 +393,7 @@ def _stronger_models(rows: list[dict]) -> list[str]:
                      for loss, head in ENDPOINT_VARIANTS}
             if not any(found.values()):
                 continue
-            split = "PrivateTest" if dataset == "fer2013" else "validation part"
-            lines += [f"### {DATASET_TITLES[dataset]} ({split}), {model}", "",
+            lines += [f"### {DATASET_TITLES[dataset]} ({SPLIT_TITLES[dataset]}), {model}", "",
                       "| loss | head | seeds | accuracy | macro-F1 | balanced accuracy |",
                       "| --- | --- | --- | ---: | ---: | ---: |"]
             lines += [f"| {_variant_label(loss, head).split(' [')[0]} | {head} | " + " | ".join(_row_cells(r)) + " |"
@@ -394,11 +401,8 @@ def _stronger_models(rows: list[dict]) -> list[str]:
             lines.append("")
             cosine, softmax = found[ENDPOINT_VARIANTS[1]], found[ENDPOINT_VARIANTS[0]]
             if _metric(cosine, "accuracy") and _metric(softmax, "accuracy"):
-                parts = [f"{name} {_cell(_metric(cosine, key))} % against {_cell(_metric(softmax, key))} %: "
-                         f"{_difference(_metric(cosine, key), _metric(softmax, key))}"
-                         for name, key in (("accuracy", "accuracy"), ("macro-F1", "macro_f1"))]
                 sentences.append(f"{DATASET_TITLES[dataset]}, {model}, cosine-distance against softmax: "
-                                 + "; ".join(parts) + ".")
+                                 + _against(cosine, softmax, COMPARED_METRICS) + ".")
     return lines + sentences + [""] if sentences else lines
 
 
@@ -412,17 +416,15 @@ def _balanced_sampling(natural: list[dict], balanced: list[dict]) -> list[str]:
              "next to their natural-frequency rows from Table 3; data, settings and seeds are otherwise the same.", ""]
     variants = list(dict.fromkeys((row["run"]["loss"], row["run"]["head"]) for row in
                                   sorted(balanced, key=lambda row: row["run"]["loss"] != "softmax")))
+    groups = {"natural": _groups(natural), "balanced": _groups(balanced)}
     sentences = []
     for dataset in REPORTED:
-        found = {(loss, head, sampling): [row for row in (natural if sampling == "natural" else balanced)
-                                          if row["run"]["dataset"] == dataset and row["run"]["loss"] == loss
-                                          and row["run"]["head"] == head and row["run"]["scale"] == REFERENCE_SCALE
-                                          and row["run"]["margin"] == REFERENCE_MARGIN]
+        found = {(loss, head, sampling): groups[sampling].get((dataset, loss, head, REFERENCE_SCALE, REFERENCE_MARGIN),
+                                                              [])
                  for loss, head in variants for sampling in SAMPLINGS}
-        if not any(rows for (_, _, sampling), rows in found.items() if sampling == "balanced"):
+        if not any(found[(loss, head, "balanced")] for loss, head in variants):
             continue
-        split = "PrivateTest" if dataset == "fer2013" else "validation part"
-        lines += [f"### {DATASET_TITLES[dataset]} ({split})", "",
+        lines += [f"### {DATASET_TITLES[dataset]} ({SPLIT_TITLES[dataset]})", "",
                   "| loss | head | sampling | seeds | accuracy | macro-F1 | balanced accuracy |",
                   "| --- | --- | --- | --- | ---: | ---: | ---: |"]
         labelled = [(f"{_variant_label(loss, head).split(' [')[0]} | {head} | {sampling}", rows)
@@ -432,15 +434,12 @@ def _balanced_sampling(natural: list[dict], balanced: list[dict]) -> list[str]:
         for loss, head in variants:
             before, after = found[(loss, head, "natural")], found[(loss, head, "balanced")]
             if _metric(before, "accuracy") and _metric(after, "accuracy"):
-                parts = [f"{name} {_cell(_metric(after, key))} % against {_cell(_metric(before, key))} %: "
-                         f"{_difference(_metric(after, key), _metric(before, key))}"
-                         for name, key in BALANCED_METRICS]
                 sentences.append(f"{DATASET_TITLES[dataset]}, {_variant_label(loss, head)}, balanced against natural "
-                                 "sampling: " + "; ".join(parts) + ".")
+                                 "sampling: " + _against(after, before, BALANCED_METRICS) + ".")
         cosine = found.get(("cosine_distance", "cosine", "balanced"), [])
-        softmax = [rows for (loss, _, sampling), rows in found.items() if loss == "softmax" and sampling == "balanced"]
-        if _metric(cosine, "accuracy") and softmax and _metric(softmax[0], "accuracy"):
-            parts = [f"{name} {_difference(_metric(cosine, key), _metric(softmax[0], key))}"
+        softmax = next((found[(loss, head, "balanced")] for loss, head in variants if loss == "softmax"), [])
+        if _metric(cosine, "accuracy") and _metric(softmax, "accuracy"):
+            parts = [f"{name} {_difference(_metric(cosine, key), _metric(softmax, key))}"
                      for name, key in BALANCED_METRICS]
             sentences.append(f"{DATASET_TITLES[dataset]}, both balanced, cosine-distance against softmax: "
                              + "; ".join(parts) + ".")
@@ -494,8 +493,7 @@ def results_markdown(rows: list[dict], root: str | Path = "runs/ablation") -> st
 
     lines += ["## Table 3: loss functions", ""]
     for dataset in datasets:
-        split = "PrivateTest" if dataset == "fer2013" else "validation part"
-        lines += [f"### {DATASET_TITLES[dataset]} ({split})", "",
+        lines += [f"### {DATASET_TITLES[dataset]} ({SPLIT_TITLES[dataset]})", "",
                   "| loss | head | seeds | accuracy | macro-F1 | balanced accuracy |", "| --- | --- | --- | ---: | ---: | ---: |"]
         for loss, head in TABLE3_VARIANTS:
             found = groups.get((dataset, loss, head, REFERENCE_SCALE, REFERENCE_MARGIN))
