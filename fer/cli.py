@@ -8,6 +8,8 @@ import sys
 
 from fer.config import ConfigError
 
+DETECTORS = ("yunet", "haar", "auto")  # auto: the old default, now the same as yunet
+
 
 def add_train(sub):
     p = sub.add_parser("train", help="train a model from a YAML config, then evaluate it on the report split")
@@ -72,10 +74,10 @@ def cmd_evaluate(args) -> int:
 
 
 def add_detector_options(p) -> None:
-    p.add_argument("--detector", choices=("auto", "yunet", "haar"), default="auto",
-                   help="face detector: YuNet (needs its model file, see README) or OpenCV's Haar cascades; auto = YuNet "
-                        "when the file is found, else Haar")
-    p.add_argument("--yunet-model", help="path to face_detection_yunet_2023mar.onnx (else env FER_YUNET_MODEL, the cache)")
+    p.add_argument("--detector", choices=DETECTORS, default="yunet",
+                   help="face detector: YuNet (shipped in the package; default) or OpenCV's Haar cascades; 'auto' is an "
+                        "old name for yunet")
+    p.add_argument("--yunet-model", help="another YuNet ONNX file (else env FER_YUNET_MODEL, else the shipped copy)")
     p.add_argument("--checkpoint", help="a shipped model name (fer2013, rafdb) or a checkpoint path; default: fer2013")
 
 
@@ -124,8 +126,8 @@ def add_preprocess(sub):
     p.add_argument("dst", help="output: DST/<class>/*.png crops + DST/manifest.csv (rerun to resume)")
     p.add_argument("--size", type=int, default=48, help="crop size in pixels (default 48, the models' input)")
     p.add_argument("--class-map", help="folder=class pairs, e.g. anger=angry,happiness=happy")
-    p.add_argument("--detector", choices=("auto", "yunet", "haar"), default="auto")
-    p.add_argument("--yunet-model", help="path to face_detection_yunet_2023mar.onnx")
+    p.add_argument("--detector", choices=DETECTORS, default="yunet", help="yunet (shipped; default) or haar")
+    p.add_argument("--yunet-model", help="another YuNet ONNX file (else env FER_YUNET_MODEL, else the shipped copy)")
     p.set_defaults(handler=cmd_preprocess)
 
 

@@ -341,7 +341,7 @@ def _read_photo_split(data_cfg: DataConfig, split: str, location: Path, model_cl
     except ImportError as error:
         raise ValueError(f"--detect-faces needs the face stage (fer.face.detect, fer.face.align): {error}") from error
     folder = location / split if (location / split).is_dir() else location
-    return read_photos(folder, model_classes, data_cfg.image_size, data_cfg.class_map, FaceDetector(backend="auto"))
+    return read_photos(folder, model_classes, data_cfg.image_size, data_cfg.class_map, FaceDetector())
 
 
 def evaluate_after_training(cfg: Config, checkpoint_path: str | Path, data_root: str | Path | None = None) -> dict:

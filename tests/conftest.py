@@ -9,9 +9,9 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("FER_SHARED") or REPO.parent / "shared")
 DATA = Path(os.environ.get("FER_DATA") or SHARED / "data")
 
-# Tests never download: the YuNet file is read in place from the shared models folder, and subprocesses inherit this.
-os.environ.setdefault("FER_YUNET_MODEL", str(SHARED / "models" / "face_detection_yunet_2023mar.onnx"))
-os.environ.setdefault("FER_OFFLINE", "1")
+# The tests use the YuNet copy shipped inside the package, as a user's first run does; subprocesses inherit this.
+# tests/test_face.py sets the override itself where it tests it.
+os.environ.pop("FER_YUNET_MODEL", None)
 os.environ.setdefault("FER_DATA", str(DATA))
 
 

@@ -228,10 +228,6 @@ def test_detect_faces_counts_photos_without_face(checkpoint, tmp_path, monkeypat
     if not (media / "expression_angry_man.jpg").is_file():
         pytest.skip(f"test photos not found under {media}")
     pytest.importorskip("fer.face")
-    monkeypatch.setenv("FER_OFFLINE", "1")
-    yunet = shared_root() / "models" / "face_detection_yunet_2023mar.onnx"
-    if yunet.is_file():
-        monkeypatch.setenv("FER_YUNET_MODEL", str(yunet))
     for folder, photo in (("anger", "expression_angry_man.jpg"), ("neutral", "coffee_noface.png")):
         (tmp_path / "photos" / folder).mkdir(parents=True)
         shutil.copy(media / photo, tmp_path / "photos" / folder / photo)

@@ -1,6 +1,5 @@
 """Face stage on real photos (shared/media, read in place) and alignment geometry. No network."""
 
-import logging
 import os
 from pathlib import Path
 
@@ -29,16 +28,14 @@ pytestmark = pytest.mark.skipif(not YUNET.is_file(), reason=f"shared media/model
 
 
 @pytest.fixture(autouse=True)
-def no_network(monkeypatch, tmp_path):
-    """Every test: no download, an empty cache, YuNet only where a test asks for it."""
-    monkeypatch.setenv("FER_OFFLINE", "1")
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+def no_override(monkeypatch):
+    """Every test: the shipped YuNet file unless a test sets an override itself."""
     monkeypatch.delenv("FER_YUNET_MODEL", raising=False)
 
 
 @pytest.fixture(scope="module")
 def yunet():
-    return FaceDetector("yunet", model_path=YUNET)
+    return FaceDetector("yunet")
 
 
 def iou(a, b):
@@ -65,11 +62,6 @@ def test_face_counts_on_media(yunet, name):
         assert f.landmarks[0, 0] < f.landmarks[1, 0], "YuNet order: subject's right eye is on the image left"
 
 
-def test_env_var_selects_yunet(monkeypatch):
-    monkeypatch.setenv("FER_YUNET_MODEL", str(YUNET))
-    assert FaceDetector("auto").backend == "yunet"
-
-
 def test_grey_photo_file_and_2d_array(yunet):
     image = read_image(MEDIA / "camera.png")
     assert image.dtype == np.uint8 and image.shape == (512, 512, 3)
@@ -85,7 +77,7 @@ def test_1080p_is_detected_downscaled_and_mapped_back(yunet):
     expected = np.array(face_small.box) * 1.5  # same photo, 1080 / 720
     assert np.abs(np.array(face_big.box) - expected).max() < 12, f"{face_big.box} vs {expected}"
     assert np.abs(face_big.landmarks - face_small.landmarks * 1.5).max() < 8
-    full = FaceDetector("yunet", model_path=YUNET, max_side=4000).detect(big)  # no downscale: same face
+    full = FaceDetector("yunet", max_side=4000).detect(big)  # no downscale: same face
     assert len(full) == 1 and iou(full[0].box, face_big.box) > 0.7
 
 
@@ -138,72 +130,52 @@ def test_bad_input_raises_value_error_naming_it(yunet, bad, fragment):
     assert fragment in str(info.value), str(info.value)
 
 
-def test_haar_fallback_without_yunet_file(caplog):
-    with caplog.at_level(logging.WARNING, logger="fer.face.detect"):
-        detector = FaceDetector("auto")
-    assert detector.backend == "haar"
-    assert any("Haar" in r.message for r in caplog.records), "auto must warn when it falls back"
+def test_shipped_yunet_is_the_default_and_checked(monkeypatch):
+    detector = FaceDetector()
+    assert detector.backend == "yunet" and detector.model_path == model_file.VENDORED_YUNET
+    assert model_file.sha256_of(detector.model_path) == model_file.YUNET_SHA256
+    assert FaceDetector("auto").backend == "yunet", "'auto' is the old name of the default"
+    assert YUNET.read_bytes() == model_file.VENDORED_YUNET.read_bytes(), "the shipped copy is the shared reference file"
+
+
+def test_altered_shipped_yunet_is_an_error_not_a_fallback(monkeypatch, tmp_path):
+    damaged = tmp_path / model_file.YUNET_FILENAME
+    damaged.write_bytes(YUNET.read_bytes()[:-1] + b"x")
+    monkeypatch.setattr(model_file, "VENDORED_YUNET", damaged)
+    with pytest.raises(ValueError, match="sha256") as info:
+        FaceDetector()
+    assert str(damaged) in str(info.value)
+    monkeypatch.setattr(model_file, "VENDORED_YUNET", tmp_path / "gone.onnx")
+    with pytest.raises(FileNotFoundError, match="gone.onnx"):
+        FaceDetector("yunet")
+
+
+def test_haar_only_when_asked_for():
+    detector = FaceDetector("haar")
+    assert detector.backend == "haar" and detector.model_path is None
     image = read_image(MEDIA / "obama-720p.jpg")
-    (reference,) = FaceDetector("yunet", model_path=YUNET).detect(image)
+    (reference,) = FaceDetector().detect(image)
     faces = detector.detect(image)
     assert faces and iou(faces[0].box, reference.box) > 0.5, f"Haar {faces}, YuNet {reference.box}"
     assert faces[0].landmarks is None or faces[0].landmarks.shape == (5, 2)
     assert align_face(image, faces[0]).shape == (48, 48)
 
 
-def test_explicit_yunet_without_file_says_where_it_looked():
-    with pytest.raises(FileNotFoundError) as info:
-        FaceDetector("yunet")
-    message = str(info.value)
-    assert "FER_YUNET_MODEL" in message and "face_detection_yunet_2023mar.onnx" in message
+def test_env_var_and_path_override_the_shipped_file(monkeypatch, tmp_path):
+    override = tmp_path / "my_yunet.onnx"
+    override.write_bytes(YUNET.read_bytes())
+    monkeypatch.setenv("FER_YUNET_MODEL", str(override))
+    detector = FaceDetector()
+    assert detector.model_path == override and len(detector.detect(read_image(MEDIA / "two_people.jpg"))) == 2
+    assert FaceDetector(model_path=YUNET).model_path == YUNET, "an explicit path beats the environment variable"
 
 
 def test_missing_explicit_or_env_model_file_is_an_error(monkeypatch, tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.onnx"):
-        FaceDetector("auto", model_path=tmp_path / "nope.onnx")
+        FaceDetector(model_path=tmp_path / "nope.onnx")
     monkeypatch.setenv("FER_YUNET_MODEL", str(tmp_path / "gone.onnx"))
     with pytest.raises(FileNotFoundError, match="FER_YUNET_MODEL"):
-        FaceDetector("auto")
-
-
-class FakeResponse:
-    def __init__(self, data):
-        self.data, self.pos = data, 0
-
-    def read(self, n):
-        chunk = self.data[self.pos:self.pos + n]
-        self.pos += n
-        return chunk
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-
-def test_download_checks_sha256(monkeypatch, tmp_path):
-    monkeypatch.delenv("FER_OFFLINE")
-    good = YUNET.read_bytes()
-    served = []
-    monkeypatch.setattr(model_file.urllib.request, "urlopen",
-                        lambda url, timeout: served.append(url) or FakeResponse(served_bytes[0]))
-    cached = tmp_path / "cache" / "fer" / model_file.YUNET_FILENAME
-    served_bytes = [b"<html>not the model</html>"]
-    assert model_file.find_yunet_model() is None
-    assert not cached.exists() and not list(cached.parent.glob("*.part")), "a rejected download must be deleted"
-    served_bytes[0] = good
-    assert model_file.find_yunet_model() == cached and cached.read_bytes() == good
-    assert served == [model_file.YUNET_URL] * 2
-
-
-def test_download_failure_returns_none(monkeypatch):
-    monkeypatch.delenv("FER_OFFLINE")
-
-    def offline(url, timeout):
-        raise model_file.urllib.error.URLError("no network")
-    monkeypatch.setattr(model_file.urllib.request, "urlopen", offline)
-    assert model_file.find_yunet_model() is None
+        FaceDetector()
 
 
 def test_read_image_errors(tmp_path):

@@ -21,7 +21,6 @@ from fer.tracking import iou_matrix
 from conftest import SHARED
 
 CLIP = SHARED / "media" / "short_hamilton_clip.mp4"
-YUNET = Path(os.environ.get("FER_YUNET_MODEL") or SHARED / "models" / "face_detection_yunet_2023mar.onnx")
 CLIP_FRAMES, CLIP_FPS, CLIP_SIZE = 275, 29.97, (640, 360)
 
 
@@ -46,7 +45,7 @@ class StandInClassifier:
 @pytest.fixture(scope="module")
 def detector(shared):
     assert CLIP.is_file(), f"test clip not found: {CLIP} (set FER_SHARED)"
-    return FaceDetector("yunet", model_path=YUNET, max_side=480)
+    return FaceDetector("yunet", max_side=480)
 
 
 @pytest.fixture(scope="module")

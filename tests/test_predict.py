@@ -38,7 +38,7 @@ class StandInClassifier:
 
 @pytest.fixture(scope="module")
 def detector():
-    return FaceDetector("yunet", model_path=YUNET)
+    return FaceDetector("yunet")
 
 
 def test_json_contract(detector, tmp_path):

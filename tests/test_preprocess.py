@@ -20,7 +20,7 @@ pytestmark = pytest.mark.skipif(not YUNET.is_file(), reason=f"shared media/model
 
 @pytest.fixture(scope="module")
 def detector():
-    return FaceDetector("yunet", model_path=YUNET)
+    return FaceDetector("yunet")
 
 
 @pytest.fixture

@@ -6,7 +6,10 @@ Backends:
            Landmarks come from the eye cascade: when exactly one eye is found in each upper half of the box,
            the eyes are filled in and nose / mouth corners are estimated from the eye line with the mean
            YuNet face geometry (HAAR_NOSE_MOUTH below); otherwise landmarks is None (align falls back to the box).
-- "auto":  yunet if the model file can be found (see fer.face.model_file), else haar with a logged warning.
+- "auto":  the same as "yunet" (kept so that old scripts still run; YuNet ships inside the package now).
+
+The YuNet file is the copy shipped in fer/face/yunet/ (sha256-checked), unless --yunet-model / FER_YUNET_MODEL names
+another (fer.face.model_file). Haar is used only when asked for by name.
 
 Input may be BGR uint8, gray (H, W) or (H, W, 1), BGRA (alpha is dropped), uint16 (scaled to 8 bit),
 or float in [0, 1]. Images with a side under MIN_SIDE pixels give []. Larger images than max_side on their long
@@ -17,7 +20,6 @@ Boxes are clipped to the image; landmarks are not (a cut-off face can have point
 A FaceDetector is not thread-safe (it keeps the OpenCV detector and its input size between calls).
 """
 
-import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,12 +27,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from fer.face.model_file import find_yunet_model, require_yunet_model
-
-log = logging.getLogger(__name__)
+from fer.face.model_file import yunet_model_path
 
 MIN_SIDE = 20  # pixels; YuNet's smallest face is ~10 px, nothing useful fits in a smaller frame
-BACKENDS = ("auto", "yunet", "haar")
+BACKENDS = ("yunet", "haar", "auto")  # auto = yunet, see the module docstring
 
 # Haar settings: scaleFactor 1.1 / minNeighbors 5 are OpenCV's tutorial defaults; a 24 px minimum face keeps the
 # small face of camera.png (about 60 px) and rejects most texture hits.
@@ -140,7 +140,7 @@ class FaceDetector:
     max_side: images with a longer side are detected on a downscaled copy.
     """
 
-    def __init__(self, backend: str = "auto", model_path=None, score_threshold: float = 0.8,
+    def __init__(self, backend: str = "yunet", model_path=None, score_threshold: float = 0.8,
                  nms_threshold: float = 0.3, max_side: int = 640):
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
@@ -151,15 +151,8 @@ class FaceDetector:
         self.score_threshold = score_threshold
         self.nms_threshold = nms_threshold
         self.max_side = int(max_side)
-        self.model_path = None
-        if backend == "yunet":
-            self.model_path = require_yunet_model(model_path)
-        elif backend == "auto":
-            self.model_path = find_yunet_model(model_path)
-            if self.model_path is None:
-                log.warning("YuNet model not available; falling back to the Haar cascade detector (fewer faces, "
-                            "rough landmarks). Set FER_YUNET_MODEL to the ONNX file to use YuNet.")
-        self.backend = "yunet" if self.model_path is not None else "haar"
+        self.backend = "haar" if backend == "haar" else "yunet"
+        self.model_path = yunet_model_path(model_path) if self.backend == "yunet" else None
         self._yunet = None
         self._yunet_size = None
         self._face_cascade = self._eye_cascade = None
