@@ -5,16 +5,20 @@ Shipped models live in fer/weights/<name>.pt and are addressable by name (`--che
 """
 
 import os
+import pickle
+import re
 import tempfile
+import zipfile
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from fer.models import create_model
+from fer.models import MODELS, create_model
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 DEFAULT_MODEL = "fer2013"
+DEFAULT_NAME = "default"  # resolves to weights/default.pt once one ships, else to DEFAULT_MODEL
 
 
 def shipped_models() -> list[str]:
@@ -23,7 +27,9 @@ def shipped_models() -> list[str]:
 
 def resolve_checkpoint(name_or_path: str | Path | None) -> Path:
     """A shipped model name (None: the default) or a path to a checkpoint file."""
-    name_or_path = DEFAULT_MODEL if name_or_path is None else str(name_or_path)
+    name_or_path = DEFAULT_NAME if name_or_path is None else str(name_or_path)
+    if name_or_path == DEFAULT_NAME and not (WEIGHTS_DIR / f"{DEFAULT_NAME}.pt").is_file():
+        name_or_path = DEFAULT_MODEL
     shipped = WEIGHTS_DIR / f"{name_or_path}.pt"
     if shipped.is_file():
         return shipped
@@ -64,12 +70,41 @@ def build_model(spec: dict) -> nn.Module:
     return create_model(spec["name"], spec["num_classes"], head=spec["head"], width=spec["width"])
 
 
+def _read(path: Path) -> dict:
+    """torch.load(weights_only=True) with its failures said in one line. torch's own messages run to pages and advise
+    weights_only=False, which would run whatever code the file carries: never repeat that advice."""
+    if path.suffix == ".onnx":
+        raise ValueError(f"{path}: an ONNX model, not a torch checkpoint; run it with --backend onnxruntime or opencv")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        unsafe = re.search(r"GLOBAL ([\w.]+)", str(error))
+        if unsafe:
+            raise ValueError(f"{path}: refused: the file is a pickle that would import and run {unsafe.group(1)}; a fer "
+                             "checkpoint holds only tensors, numbers, strings, lists and dicts") from None
+        reason = next((line for line in str(error).splitlines()[1:] if line.strip() and "WeightsUnpickler" not in line
+                       and not line.startswith("Please file")), "")
+        raise ValueError(f"{path}: not a fer checkpoint: a pickle with content weights-only loading does not read "
+                         f"({reason.strip() or 'unknown'})") from None
+    except (RuntimeError, zipfile.BadZipFile, EOFError) as error:
+        first = str(error).split(". ")[0] or type(error).__name__
+        raise ValueError(f"{path}: truncated or damaged checkpoint ({first})") from None
+    except (KeyError, IndexError, ValueError, TypeError, AttributeError, UnicodeDecodeError, OSError) as error:
+        # a file that is no pickle at all: torch's unpickler reads garbage opcodes and fails anywhere
+        raise ValueError(f"{path}: not a torch checkpoint (unreadable as one: {type(error).__name__} {error})") from None
+
+
 def load_checkpoint(name_or_path: str | Path | None) -> dict:
     path = resolve_checkpoint(name_or_path)
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    checkpoint = _read(path)
+    if not isinstance(checkpoint, dict):
+        raise ValueError(f"{path}: not a fer checkpoint (holds a {type(checkpoint).__name__}, not a dict)")
     missing = {"model_spec", "class_names", "state_dict"} - set(checkpoint)
     if missing:
         raise ValueError(f"{path}: not a fer checkpoint (missing {', '.join(sorted(missing))})")
+    name = checkpoint["model_spec"].get("name") if isinstance(checkpoint["model_spec"], dict) else None
+    if name not in MODELS:
+        raise ValueError(f"{path}: unknown architecture {name!r} in model_spec (known: {', '.join(MODELS)})")
     checkpoint["path"] = str(path)
     return checkpoint
 
@@ -77,8 +112,12 @@ def load_checkpoint(name_or_path: str | Path | None) -> dict:
 def load_model(name_or_path: str | Path | None) -> tuple[nn.Module, dict]:
     """Rebuild the model from the checkpoint alone; returns (model in eval mode, checkpoint dict)."""
     checkpoint = load_checkpoint(name_or_path)
-    model = build_model(checkpoint["model_spec"])
-    model.load_state_dict(checkpoint["state_dict"])
+    try:
+        model = build_model(checkpoint["model_spec"])
+        model.load_state_dict(checkpoint["state_dict"])
+    except (KeyError, TypeError, RuntimeError, ValueError) as error:
+        first = str(error).strip().splitlines()[0]
+        raise ValueError(f"{checkpoint['path']}: the weights do not fit its model_spec ({first})") from None
     return model.eval(), checkpoint
 
 

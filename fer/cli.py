@@ -9,6 +9,13 @@ import sys
 from fer.config import ConfigError
 
 DETECTORS = ("yunet", "haar", "auto")  # auto: the old default, now the same as yunet
+BACKENDS = ("torch", "onnxruntime", "opencv")  # fer.backends.BACKENDS (not imported here: it pulls in torch)
+
+
+def add_backend_option(p) -> None:
+    p.add_argument("--backend", choices=BACKENDS, default="torch",
+                   help="inference runtime: torch (default), onnxruntime (extra [onnx]) or opencv (cv2.dnn); the ONNX "
+                        "backends export a .pt checkpoint in memory, or take a .onnx file from `export --onnx`")
 
 
 def add_train(sub):
@@ -41,7 +48,8 @@ def cmd_train(args) -> int:
 
 def add_evaluate(sub):
     p = sub.add_parser("evaluate", help="evaluate a checkpoint on a dataset split: metrics, confusion matrix, report files")
-    p.add_argument("--checkpoint", help="shipped model name or checkpoint path (default: the shipped model)")
+    p.add_argument("--checkpoint", help="shipped model name, checkpoint path or exported .onnx (default: the shipped model)")
+    add_backend_option(p)
     p.add_argument("--dataset", default="fer2013", choices=("fer2013", "fer2013-csv", "ferplus", "rafdb", "folder"))
     p.add_argument("--data", help="where this dataset lives (default: its folder under the data root)")
     p.add_argument("--data-root", help="data root (default: env FER_DATA, else ./data)")
@@ -67,7 +75,7 @@ def cmd_evaluate(args) -> int:
     report = evaluate(args.checkpoint, data_cfg, args.split, args.out, data_root=args.data_root, tta_mode=args.tta,
                       dedup_clean=args.dedup_clean, exclude_classes=parse_names(args.exclude_classes),
                       allow_skipped=args.allow_skipped, detect_faces=args.detect_faces, batch_size=args.batch_size,
-                      projection=args.projection)
+                      projection=args.projection, backend=args.backend)
     print(format_summary(report))
     print(f"report: {args.out}/report.json, report.md, confusion.png, embeddings.png")
     return 0
@@ -78,14 +86,17 @@ def add_detector_options(p) -> None:
                    help="face detector: YuNet (shipped in the package; default) or OpenCV's Haar cascades; 'auto' is an "
                         "old name for yunet")
     p.add_argument("--yunet-model", help="another YuNet ONNX file (else env FER_YUNET_MODEL, else the shipped copy)")
-    p.add_argument("--checkpoint", help="a shipped model name (fer2013, rafdb) or a checkpoint path; default: fer2013")
+    p.add_argument("--checkpoint", help="a shipped model name (fer2013, rafdb), a checkpoint path or an exported .onnx; "
+                   "default: the shipped default model")
+    add_backend_option(p)
 
 
 def load_classifier_and_detector(args, max_side: int = 640):
+    from fer.backends import load_classifier
     from fer.face import FaceDetector
-    from fer.inference import Classifier
 
-    return Classifier.load(args.checkpoint), FaceDetector(args.detector, model_path=args.yunet_model, max_side=max_side)
+    classifier = load_classifier(args.checkpoint, args.backend)
+    return classifier, FaceDetector(args.detector, model_path=args.yunet_model, max_side=max_side)
 
 
 def add_predict(sub):
@@ -175,18 +186,32 @@ def cmd_live(args) -> int:
 
 
 def add_export(sub):
-    p = sub.add_parser("export", help="ship a trained checkpoint inside the package under a name (fer/weights/NAME.pt)")
-    p.add_argument("checkpoint", help="a run's best.pt (or its folder)")
-    p.add_argument("--name", required=True, help="the name users pass as --checkpoint, e.g. fer2013")
+    p = sub.add_parser("export", help="write a checkpoint as ONNX (--onnx), as a Triton model repository (--triton), "
+                       "or ship it inside the package under a name (--name: fer/weights/NAME.pt)")
+    p.add_argument("checkpoint", help="a run's best.pt (or its folder), or a shipped model name for --onnx / --triton")
+    p.add_argument("--onnx", metavar="OUT.onnx", help="write the ONNX model (faces -> probabilities, embeddings) here")
+    p.add_argument("--triton", metavar="DIR", help="write a Triton model repository here (DIR/fer/config.pbtxt, "
+                   "DIR/fer/1/model.onnx)")
+    p.add_argument("--name", help="ship as fer/weights/NAME.pt: the name users pass as --checkpoint, e.g. fer2013")
     p.add_argument("--note", action="append", default=[], metavar="KEY=VALUE", help="stored with the weights (e.g. command=...)")
     p.set_defaults(handler=cmd_export)
 
 
 def cmd_export(args) -> int:
-    from fer.checkpoint import export_checkpoint
+    if not (args.onnx or args.triton or args.name):
+        raise ValueError("export: give at least one of --onnx OUT.onnx, --triton DIR, --name NAME")
+    if args.onnx or args.triton:
+        from fer.export import export_onnx, export_triton
 
-    notes = dict(item.split("=", 1) for item in args.note if "=" in item)
-    print(export_checkpoint(args.checkpoint, args.name, notes))
+        if args.onnx:
+            print(export_onnx(args.checkpoint, args.onnx))
+        if args.triton:
+            print(export_triton(args.checkpoint, args.triton))
+    if args.name:
+        from fer.checkpoint import export_checkpoint
+
+        notes = dict(item.split("=", 1) for item in args.note if "=" in item)
+        print(export_checkpoint(args.checkpoint, args.name, notes))
     return 0
 
 

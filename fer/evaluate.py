@@ -24,12 +24,11 @@ from sklearn.metrics import (accuracy_score, balanced_accuracy_score, confusion_
                              precision_recall_fscore_support)
 
 from fer import plots, tta
-from fer.checkpoint import load_model
+from fer.backends import load_classifier
 from fer.config import Config, DataConfig
 from fer.data.paths import dataset_path
 from fer.data.readers import IMAGE_SUFFIXES, FaceSet
 from fer.data.splits import SPLITS, load_eval_split
-from fer.inference import Classifier
 from fer.labels import COMMON_ALIASES
 
 log = logging.getLogger(__name__)
@@ -230,12 +229,13 @@ def compute_metrics(y_true: np.ndarray, y_pred: np.ndarray, class_names) -> dict
 def evaluate(checkpoint: str | Path | None, data_cfg: DataConfig, split: str | None, out_dir: str | Path,
              data_root: str | Path | None = None, tta_mode: str = "none", dedup_clean: bool = False, exclude_classes=(),
              allow_skipped: bool = False, detect_faces: bool = False, batch_size: int = 256, projection: str = "pca",
-             seed: int | None = None) -> dict:
+             seed: int | None = None, backend: str = "torch") -> dict:
     """Evaluate a checkpoint (None: the shipped default, a name or a path) on one split; write the report into out_dir.
 
     data_cfg names the dataset, its location (path), class_map and, for folders, exclude_unknown (unknown class folders
     dropped and counted without being listed in exclude_classes). The image size is always the model's.
     split None: the dataset's test split. seed: carving of a 'val' split (None: the checkpoint's training seed).
+    backend: torch, onnxruntime or opencv (fer.backends); checkpoint may then also be a fer .onnx file.
     Returns the report dict (also written as report.json).
     """
     started = time.perf_counter()
@@ -250,17 +250,16 @@ def evaluate(checkpoint: str | Path | None, data_cfg: DataConfig, split: str | N
         raise ValueError(f"{data_cfg.dataset}: unknown split {split!r}; expected one of {', '.join(SPLITS[data_cfg.dataset])}")
     exclude_classes = tuple(exclude_classes)
 
-    model, ckpt = load_model(checkpoint)
-    spec = ckpt["model_spec"]
-    model_classes = tuple(ckpt["class_names"])
-    classifier = Classifier(model, model_classes, spec["image_size"], spec["prob_scale"], ckpt["path"])
+    classifier = load_classifier(checkpoint, backend)
+    ckpt, spec = classifier.checkpoint, classifier.checkpoint["model_spec"]
+    model_classes = tuple(classifier.class_names)
     trained = ckpt.get("config") or {}
     same_dataset = trained.get("data", {}).get("dataset") == data_cfg.dataset
     if seed is None:
         seed = trained.get("train", {}).get("seed", 0) if same_dataset else 0
     if split == "val" and same_dataset:  # recarve exactly the validation part the model was selected on
         data_cfg = dataclasses.replace(data_cfg, val_fraction=trained["data"]["val_fraction"])
-    data_cfg = dataclasses.replace(data_cfg, image_size=spec["image_size"], max_per_class=None)
+    data_cfg = dataclasses.replace(data_cfg, image_size=classifier.input_size, max_per_class=None)
     location = dataset_path(data_cfg.dataset, data_cfg.path, data_root)
 
     if dedup_clean and split in ("train", "val"):

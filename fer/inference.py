@@ -1,4 +1,9 @@
-"""Classifier: aligned uint8 faces in, class probabilities out. Used by evaluate, predict and live."""
+"""Classifier: aligned uint8 faces in, class probabilities out. Used by evaluate, predict and live.
+
+This is the torch backend; fer/backends.py has the ONNX ones (onnxruntime, cv2.dnn) behind the same interface:
+class_names, input_size, channels, embedding_dim, checkpoint (its path, class names, model spec and training config),
+outputs(x float (B, C, S, S)) -> (embeddings (B, D), probs (B, K)) as torch tensors, and predict(faces) -> probs.
+"""
 
 import numpy as np
 import torch
@@ -7,32 +12,54 @@ from fer.checkpoint import load_model
 from fer.data.transforms import to_tensor
 
 
+def check_faces(faces, size: int, channels: int) -> np.ndarray:
+    """uint8 (N, S, S) for gray models, (N, S, S, 3) BGR for colour ones; ValueError naming the shape otherwise."""
+    faces = np.asarray(faces)
+    shape = (size, size) if channels == 1 else (size, size, channels)
+    if faces.dtype != np.uint8 or faces.ndim != len(shape) + 1 or faces.shape[1:] != shape:
+        raise ValueError(f"faces must be uint8 (N, {', '.join(map(str, shape))}), got {faces.dtype} {faces.shape}")
+    return faces
+
+
+def predict_probs(classifier, faces) -> np.ndarray:
+    """Every backend's predict: check, normalise with to_tensor (the one place), classifier.outputs -> probs (N, K)."""
+    faces = check_faces(faces, classifier.input_size, classifier.channels)
+    if len(faces) == 0:
+        return np.zeros((0, len(classifier.class_names)), np.float32)
+    return classifier.outputs(to_tensor(faces))[1].numpy()
+
+
 class Classifier:
-    def __init__(self, model: torch.nn.Module, class_names, input_size: int, prob_scale: float, source: str = ""):
+    def __init__(self, model: torch.nn.Module, class_names, input_size: int, prob_scale: float, source: str = "",
+                 channels: int = 1, checkpoint: dict | None = None):
         self.model = model.eval().to(memory_format=torch.channels_last)
         self.class_names = tuple(class_names)
         self.input_size = input_size
+        self.channels = channels
         self.prob_scale = prob_scale  # s for cosine heads (probs = softmax(s * cos)), 1 for logits
         self.source = source
+        self.checkpoint = checkpoint or {"path": source, "class_names": list(class_names), "model_spec": {}, "config": {}}
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.model.embedding_dim
 
     @classmethod
     def load(cls, checkpoint: str | None = None) -> "Classifier":
         """checkpoint: None (the shipped default), a shipped model name ('fer2013', 'rafdb') or a path."""
         model, ckpt = load_model(checkpoint)
         spec = ckpt["model_spec"]
-        return cls(model, ckpt["class_names"], spec["image_size"], spec["prob_scale"], ckpt["path"])
+        info = {key: ckpt.get(key) or {} for key in ("model_spec", "config")}
+        info.update(path=ckpt["path"], class_names=list(ckpt["class_names"]))
+        return cls(model, ckpt["class_names"], spec["image_size"], spec["prob_scale"], ckpt["path"],
+                   channels=spec.get("channels", 1), checkpoint=info)
 
     @torch.inference_mode()
     def outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """x (B, 1, S, S) float -> embeddings (B, D), probs (B, K)."""
+        """x (B, C, S, S) float -> embeddings (B, D), probs (B, K)."""
         embeddings, outputs = self.model.forward_both(x.contiguous(memory_format=torch.channels_last))
         return embeddings, torch.softmax(outputs.float() * self.prob_scale, dim=1)
 
     def predict(self, faces: np.ndarray) -> np.ndarray:
-        """faces uint8 (N, S, S) -> probabilities float32 (N, K)."""
-        faces = np.asarray(faces)
-        if faces.ndim != 3 or faces.shape[1:] != (self.input_size, self.input_size) or faces.dtype != np.uint8:
-            raise ValueError(f"faces must be uint8 (N, {self.input_size}, {self.input_size}), got {faces.dtype} {faces.shape}")
-        if len(faces) == 0:
-            return np.zeros((0, len(self.class_names)), np.float32)
-        return self.outputs(to_tensor(faces))[1].numpy()
+        """faces uint8 (N, S, S) (gray) or (N, S, S, 3) (BGR colour) -> probabilities float32 (N, K)."""
+        return predict_probs(self, faces)

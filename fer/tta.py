@@ -81,5 +81,5 @@ def predict_faces(classifier, faces: np.ndarray, mode: str = "none", batch_size:
         embeddings.append(e.float().numpy())
         probs.append(p.numpy())
     if not probs:
-        return np.zeros((0, classifier.model.embedding_dim), np.float32), np.zeros((0, len(classifier.class_names)), np.float32)
+        return np.zeros((0, classifier.embedding_dim), np.float32), np.zeros((0, len(classifier.class_names)), np.float32)
     return np.concatenate(embeddings), np.concatenate(probs)

@@ -5,7 +5,6 @@ The clip (../shared/media, or $FER_SHARED/media) has 275 frames at 29.97 fps, 64
 """
 
 import json
-import os
 import time
 from pathlib import Path
 
