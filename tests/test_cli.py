@@ -64,3 +64,80 @@ def test_live_on_the_video_file(tmp_path, shared):
 def test_live_missing_file_is_a_clear_error(tmp_path):
     result = run("live", "--source", str(tmp_path / "missing.mp4"), "--no-display")
     assert result.returncode != 0 and "missing.mp4" in result.stderr
+
+
+def media_face_counts(media: Path) -> dict:
+    """The face count of every photo, read from the table in shared/media/README.md (YuNet, checked by eye)."""
+    counts = {}
+    for line in (media / "README.md").read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) > 3 and cells[1].endswith("photo"):
+            counts[cells[0]] = int(cells[3].split()[0])
+    return counts
+
+
+def test_predict_with_no_environment_finds_every_face_of_the_shared_photos(shared):
+    counts = media_face_counts(shared / "media")
+    assert len(counts) == 14, counts
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FER_")}  # no FER_YUNET_MODEL, nothing else
+    env["PYTHONPATH"] = str(REPO)
+    photos = [str(shared / "media" / name) for name in sorted(counts)]
+    result = subprocess.run([sys.executable, str(REPO / "run.py"), "predict", *photos, "--json", "-"], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    found = {Path(r["path"]).name: len(r["faces"]) for r in json.loads(result.stdout)}
+    assert found == counts
+
+
+def test_export_onnx_then_predict_with_each_backend(tmp_path, shared):
+    out = tmp_path / "fer2013.onnx"
+    assert run("export", "fer2013", "--onnx", str(out)).returncode == 0 and out.stat().st_size > 0
+    photo = str(shared / "media" / "expression_angry_man.jpg")
+    labels = set()
+    for backend, checkpoint in (("torch", "fer2013"), ("onnxruntime", str(out)), ("opencv", str(out))):
+        result = run("predict", photo, "--backend", backend, "--checkpoint", checkpoint, "--json", "-")
+        assert result.returncode == 0, result.stderr
+        labels.add(json.loads(result.stdout)[0]["faces"][0]["label"])
+    assert len(labels) == 1, labels
+
+
+def bad_checkpoints(tmp_path: Path) -> dict:
+    """Each kind of bad file the issue lists, built here, with the words its one-line error must contain."""
+    import onnx
+    import torch
+
+    text = tmp_path / "notes.pt"
+    text.write_text("these are my notes, not a checkpoint\n")
+    shipped = torch.load(REPO / "fer" / "weights" / "rafdb.pt", weights_only=True)
+    truncated = tmp_path / "truncated.pt"
+    data = (REPO / "fer" / "weights" / "rafdb.pt").read_bytes()
+    truncated.write_bytes(data[: len(data) // 2])
+    unknown = tmp_path / "unknown_arch.pt"
+    torch.save({**shipped, "model_spec": {**shipped["model_spec"], "name": "vit_huge"}}, unknown)
+
+    class RunsCode:
+        def __reduce__(self):
+            return (os.system, ("echo this should never run",))
+
+    malicious = tmp_path / "malicious.pt"
+    torch.save({"state_dict": RunsCode()}, malicious)
+    run("export", "rafdb", "--onnx", str(tmp_path / "good.onnx"))
+    proto = onnx.load(str(tmp_path / "good.onnx"))
+    proto.graph.input[0].type.tensor_type.shape.dim[1].dim_value = 3  # a colour input; metadata says gray
+    mismatched = tmp_path / "mismatched.onnx"
+    mismatched.write_bytes(proto.SerializeToString())
+    return {text: ("not a torch checkpoint", "torch"), truncated: ("truncated", "torch"),
+            unknown: ("unknown architecture 'vit_huge'", "torch"), malicious: ("would import and run", "torch"),
+            mismatched: ("inputs do not match", "onnxruntime")}
+
+
+def test_bad_checkpoints_are_one_line_errors(tmp_path, shared):
+    photo = str(shared / "media" / "camera.png")
+    for path, (words, backend) in bad_checkpoints(tmp_path).items():
+        result = run("predict", photo, "--checkpoint", str(path), "--backend", backend)
+        message = result.stderr.strip()
+        assert result.returncode == 2, (path.name, result.returncode, message)
+        assert "Traceback" not in message and "weights_only=False" not in message + result.stdout
+        assert message.count("\n") == 0 and message.startswith("error: ") and str(path) in message, message
+        assert words in message, message
+        assert "should never run" not in result.stdout
