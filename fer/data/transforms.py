@@ -1,11 +1,16 @@
 """Augmentation (albumentations) and the uint8 -> float tensor conversion every model input goes through."""
 
-import albumentations as A
-import cv2
-import numpy as np
-import torch
+import os
 
-from fer.config import AugmentConfig
+# albumentations asks PyPI for a newer version on import (network, and a warning offline); fer never downloads.
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+import albumentations as A  # noqa: E402
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from fer.config import AugmentConfig  # noqa: E402
 
 
 def build_augmentation(cfg: AugmentConfig, image_size: int) -> A.Compose:
