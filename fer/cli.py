@@ -91,11 +91,11 @@ def add_detector_options(p) -> None:
     add_backend_option(p)
 
 
-def load_classifier_and_detector(args, max_side: int = 640):
+def load_classifier_and_detector(args, max_side: int = 640, num_threads: int | None = None):
     from fer.backends import load_classifier
     from fer.face import FaceDetector
 
-    classifier = load_classifier(args.checkpoint, args.backend)
+    classifier = load_classifier(args.checkpoint, args.backend, num_threads=num_threads)
     return classifier, FaceDetector(args.detector, model_path=args.yunet_model, max_side=max_side)
 
 
@@ -177,7 +177,8 @@ def cmd_live(args) -> int:
     from fer.live import run_live
 
     # Detecting on frames downscaled to 480 px found as many faces as 640 px in 70 % of the time (benchmarks/live_fps.py).
-    classifier, detector = load_classifier_and_detector(args, max_side=480)
+    # One onnxruntime thread, as run_live gives torch and OpenCV: one small batch per frame (see run_live num_threads).
+    classifier, detector = load_classifier_and_detector(args, max_side=480, num_threads=1)
     summary = run_live(args.source, classifier, detector, display=False if args.no_display else None, output=args.output,
                        jsonl=args.jsonl, max_frames=args.max_frames, detect_every=args.detect_every,
                        smoothing=args.smoothing, motion=args.motion, snapshot_dir=args.snapshots)
