@@ -2,7 +2,7 @@
 # Install fer-toolkit into the active Python environment (a virtual environment is recommended).
 #
 # albumentations depends on opencv-python-headless, which installs the same `cv2` module as opencv-python but without
-# GUI support. We keep opencv-python (windows for the live view, Haar cascade files for the fallback detector): remove
+# GUI support. We keep opencv-python (windows for the live view, Haar cascade files for `--detector haar`): remove
 # the headless wheel and reinstall the GUI one over the shared `cv2` folder.
 set -euo pipefail
 extras="${1:-}"   # e.g. "[dev]"

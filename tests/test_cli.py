@@ -141,3 +141,18 @@ def test_bad_checkpoints_are_one_line_errors(tmp_path, shared):
         assert message.count("\n") == 0 and message.startswith("error: ") and str(path) in message, message
         assert words in message, message
         assert "should never run" not in result.stdout
+
+
+def test_live_with_the_onnx_backends(tmp_path, shared):
+    for backend in ("onnxruntime", "opencv"):
+        jsonl = tmp_path / f"{backend}.jsonl"
+        result = run("live", "--source", str(shared / "media" / "short_hamilton_clip.mp4"), "--no-display",
+                     "--max-frames", "10", "--jsonl", str(jsonl), "--backend", backend)
+        assert result.returncode == 0, result.stderr
+        frames = [json.loads(line) for line in jsonl.read_text().splitlines()]
+        assert len(frames) == 10 and sum(len(f["faces"]) for f in frames) >= 10
+
+
+def test_export_needs_a_target():
+    result = run("export", "fer2013")
+    assert result.returncode == 2 and "--onnx" in result.stderr and "Traceback" not in result.stderr

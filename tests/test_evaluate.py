@@ -238,3 +238,22 @@ def test_detect_faces_counts_photos_without_face(checkpoint, tmp_path, monkeypat
     assert report["confusion_matrix"]["predicted"][-1] == NO_FACE
     counts = np.array(report["confusion_matrix"]["counts"])
     assert counts.sum() == 2 and counts[FER2013_CLASSES.index("neutral"), -1] == 1, counts
+
+
+@needs_fer2013
+def test_onnx_backends_report_what_torch_reports(checkpoint, mapped_tree, tmp_path):
+    """evaluate --backend: same predictions and metrics from an in-memory export and from an exported .onnx file."""
+    from fer.export import export_onnx
+
+    cfg = DataConfig(dataset="folder", path=str(mapped_tree), class_map={"anger": "angry", "happiness": "happy"})
+    onnx_path = export_onnx(checkpoint, tmp_path / "tiny.onnx")
+    reports = {name: evaluate(source, cfg, None, tmp_path / name, exclude_classes=("contempt",), backend=backend)
+               for name, source, backend in (("torch", checkpoint, "torch"), ("ort", checkpoint, "onnxruntime"),
+                                             ("cv", onnx_path, "opencv"))}
+    predictions = {name: (tmp_path / name / "predictions.csv").read_text() for name in reports}
+    assert predictions["ort"] == predictions["torch"] == predictions["cv"]
+    for name in ("ort", "cv"):
+        assert reports[name]["accuracy"] == reports["torch"]["accuracy"]
+        assert reports[name]["confusion_matrix"]["counts"] == reports["torch"]["confusion_matrix"]["counts"]
+        assert (tmp_path / name / "embeddings.png").is_file()
+    assert reports["cv"]["checkpoint"]["path"] == str(onnx_path.resolve())
