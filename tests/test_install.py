@@ -33,3 +33,16 @@ def test_losses_import_with_torch_alone():
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     result = subprocess.run([sys.executable, "-c", blocker], env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_shipped_yunet_is_package_data():
+    """The wheel must carry the detector: pyproject's package-data globs cover the vendored file, licence and README."""
+    import tomllib
+
+    from fer.face.model_file import VENDORED_YUNET
+
+    repo = Path(__file__).resolve().parents[1]
+    globs = tomllib.loads((repo / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["fer"]
+    for path in (VENDORED_YUNET, VENDORED_YUNET.with_name("LICENSE"), VENDORED_YUNET.with_name("README.md")):
+        relative = path.relative_to(repo / "fer")
+        assert path.is_file() and any(relative.match(g) for g in globs), f"{relative} not covered by {globs}"
