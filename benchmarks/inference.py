@@ -2,9 +2,12 @@
 
     python benchmarks/inference.py                               # the README table (idle cores, a few minutes)
     python benchmarks/inference.py --repeats 20 --batch-repeats 2 --live-frames 30    # a smoke run
+    python benchmarks/inference.py --models fer2013 runs/x/best.pt --architectures mini_xception resnet_small
 
 Per model and backend: median ms per face at batch 1 (one predict call with one aligned face) and faces/s at batch 64
 (median over calls), on real FER2013 test faces; torch, OpenCV and onnxruntime all get --threads threads.
+--architectures adds rows for untrained models of those architectures (speed does not depend on the weights), so the
+speed of a mini-Xception-sized model is measured even while no mini-Xception is shipped.
 The peer is the OpenCV Zoo MobileFaceNet int8 model (shared/models/peers, benchmark-only, loaded by path here and never
 by fer): RGB 112 x 112 input, (x / 255 - 0.5) / 0.5, run in cv2.dnn (the zoo's runtime) and onnxruntime.
 Live: run_live on the shared clip, headless, JSONL only, the default model, detecting every frame and every 2nd frame.
@@ -25,10 +28,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fer.backends import BACKENDS, load_classifier  # noqa: E402
-from fer.checkpoint import DEFAULT_MODEL, shipped_models  # noqa: E402
+from fer.backends import BACKENDS, OnnxRuntimeClassifier, OpenCVClassifier, load_classifier  # noqa: E402
+from fer.checkpoint import DEFAULT_MODEL, model_spec, shipped_models  # noqa: E402
+from fer.export import onnx_bytes, read_onnx  # noqa: E402
 from fer.face.detect import FaceDetector  # noqa: E402
+from fer.inference import Classifier  # noqa: E402
+from fer.labels import FER2013_CLASSES  # noqa: E402
 from fer.live import run_live  # noqa: E402
+from fer.models import MODELS, create_model  # noqa: E402
 
 SHARED = Path(os.environ.get("FER_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 DATA = Path(os.environ.get("FER_DATA", SHARED / "data"))
@@ -59,6 +66,18 @@ def row(name: str, backend: str, one, batch, repeats: int, batch_repeats: int) -
     ms = 1000 * timed(one, repeats)
     per_s = 64 / timed(batch, batch_repeats)
     return f"| {name} | {backend} | {ms:.3f} | {per_s:,.0f} |"
+
+
+def untrained_classifier(architecture: str, backend: str, threads: int):
+    """An untrained cosine-head model of one architecture behind the given backend (for speed only)."""
+    model = create_model(architecture, len(FER2013_CLASSES), head="cosine").eval()
+    spec = model_spec(architecture, len(FER2013_CLASSES), "cosine", 1, 48, 10.0)
+    if backend == "torch":
+        return Classifier(model, FER2013_CLASSES, 48, 10.0)
+    data = onnx_bytes(model, spec, FER2013_CLASSES)
+    if backend == "onnxruntime":
+        return OnnxRuntimeClassifier(data, read_onnx(data, architecture), num_threads=threads)
+    return OpenCVClassifier(data, read_onnx(data, architecture))
 
 
 def peer_rows(faces: np.ndarray, args) -> list[str]:
@@ -121,7 +140,9 @@ def main() -> None:
     parser.add_argument("--batch-repeats", type=int, default=30, help="batch-64 calls per model and backend")
     parser.add_argument("--threads", type=int, default=1, help="threads for torch, OpenCV and onnxruntime")
     parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS)
-    parser.add_argument("--models", nargs="+", default=shipped_models())
+    parser.add_argument("--models", nargs="+", default=shipped_models(), help="shipped names or checkpoint paths")
+    parser.add_argument("--architectures", nargs="*", default=["mini_xception"], choices=MODELS,
+                        help="also time untrained models of these architectures (default mini_xception)")
     parser.add_argument("--live-frames", type=int, default=None, help="frames of the clip per live run (default all)")
     parser.add_argument("--no-live", action="store_true")
     args = parser.parse_args()
@@ -137,6 +158,11 @@ def main() -> None:
             classifier = load_classifier(name, backend, num_threads=args.threads)
             print(row(name, backend, lambda: classifier.predict(faces[:1]), lambda: classifier.predict(faces),
                       args.repeats, args.batch_repeats), flush=True)
+    for architecture in args.architectures:
+        for backend in args.backends:
+            classifier = untrained_classifier(architecture, backend, args.threads)
+            print(row(f"{architecture} (untrained, speed only)", backend, lambda: classifier.predict(faces[:1]),
+                      lambda: classifier.predict(faces), args.repeats, args.batch_repeats), flush=True)
     for line in peer_rows(faces, args):
         print(line, flush=True)
     if not args.no_live:
