@@ -42,5 +42,6 @@ class ExpressionRecognizer:
         return [face_record(face, row, self.class_names) for face, row in zip(faces, probs)]
 
     def classify(self, aligned_faces: np.ndarray) -> np.ndarray:
-        """aligned_faces uint8 (N, S, S) gray crops framed like fer.face.align_face makes them -> probs float32 (N, K)."""
+        """aligned_faces uint8 (N, S, S) gray crops ((N, S, S, 3) BGR for colour models), framed as fer.face.align_face
+        makes them -> probabilities float32 (N, K) in the order of class_names."""
         return self.classifier.predict(aligned_faces)

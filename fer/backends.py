@@ -72,7 +72,11 @@ class OpenCVClassifier(_OnnxInfo):
 
 
 def load_classifier(checkpoint=None, backend: str = "torch", num_threads: int | None = None):
-    """A classifier for a shipped name (None / 'default': the default model), a .pt checkpoint or a fer .onnx file."""
+    """A classifier for a shipped name (None / 'default': the default model), a .pt checkpoint or a fer .onnx file.
+
+    num_threads: onnxruntime's intra-op threads (None: its default, one per core). torch and OpenCV threads are
+    process-wide settings (torch.set_num_threads, cv2.setNumThreads; run_live sets both).
+    """
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
     path = resolve_checkpoint(checkpoint)
