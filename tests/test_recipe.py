@@ -196,19 +196,21 @@ RECIPE = ["train.ema_decay=0.9", "augment.mixup=0.4", "augment.cutmix=1.0", "aug
           "train.warmup_epochs=1", "loss.class_margins=ldam", "loss.label_smoothing=0.1", "train.defer_rebalance_epoch=2"]
 
 
-def test_recipe_resume_ends_like_a_straight_run(tmp_path, data_root):
-    settings = ["train.epochs=3", "data.max_per_class=20", "train.checkpoint_every=2", *RECIPE]
-    straight = train(tiny(tmp_path / "straight", *settings), data_root=data_root, progress=False)
-    stopped = train(tiny(tmp_path / "resumed", *settings, "train.max_steps=7"), data_root=data_root, progress=False)
-    assert stopped["steps"] == 7 < straight["steps"], "stopped mid-way (mid-epoch)"
-    resumed = train(tiny(tmp_path / "resumed", *settings), data_root=data_root, resume=True, progress=False)
+def test_recipe_resume_ends_like_a_straight_run(tmp_path, imbalanced_folder):
+    # unequal class sizes, so the LDAM margins and the deferred weights are not uniform
+    settings = ["train.epochs=3", "data.dataset=folder", f"data.path={imbalanced_folder}", "data.max_per_class=null",
+                "train.batch_size=16", "train.checkpoint_every=2", *RECIPE]
+    straight = train(tiny(tmp_path / "straight", *settings), progress=False)
+    stopped = train(tiny(tmp_path / "resumed", *settings, "train.max_steps=14"), progress=False)
+    assert stopped["steps"] == 14 < straight["steps"] and 14 % (straight["steps"] // 3), "stopped mid-epoch"
+    resumed = train(tiny(tmp_path / "resumed", *settings), resume=True, progress=False)
     a, b = torch.load(straight["last"], weights_only=True), torch.load(resumed["last"], weights_only=True)
     assert resumed["steps"] == straight["steps"]
     for key in ("state_dict", "train_state_dict", "ema", "objective"):
         for name, tensor in a[key].items():
             assert torch.allclose(tensor.float(), b[key][name].float(), atol=1e-6), (key, name)
     assert [r["val_acc"] for r in a["train_state"]["history"]] == [r["val_acc"] for r in b["train_state"]["history"]]
-    plain = train(tiny(tmp_path / "plain", "train.epochs=3", "data.max_per_class=20"), data_root=data_root, progress=False)
+    plain = train(tiny(tmp_path / "plain", *settings[:5]), progress=False)
     assert not same_weights(torch.load(plain["last"], weights_only=True)["state_dict"], a["state_dict"])
 
 
@@ -257,3 +259,65 @@ def test_distillation_changes_the_loss_and_weight_zero_equals_no_teacher(tmp_pat
     loss = {name: ck["train_state"]["history"][0]["train_loss"] for name, ck in last.items()}
     assert loss["zero"] == loss["none"] and loss["on"] != loss["none"], loss
     assert not same_weights(last["none"]["state_dict"], last["on"]["state_dict"])
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The trainer's objective: mixed labels, per-class margins, deferred re-balancing
+
+
+def test_objective_mixed_labels_rule_for_softmax_center_and_island():
+    from fer import losses
+    from fer.train import Objective
+
+    torch.manual_seed(0)
+    embeddings, outputs = torch.randn(8, 16), torch.randn(8, 7)
+    labels_a, labels_b = torch.randint(0, 7, (8,)), torch.randint(0, 7, (8,))
+    ce = torch.nn.functional.cross_entropy
+    for name in ("softmax", "center", "island"):
+        cfg = config_from_dict({"loss": {"name": name, "label_smoothing": 0.1}, "model": {"head": "linear"}})
+        for lam in (0.3, 0.7):
+            mixed, reference = Objective(cfg, 7, 16, None).eval(), Objective(cfg, 7, 16, None).eval()
+            reference.load_state_dict(mixed.state_dict())
+            expected = lam * ce(outputs, labels_a, label_smoothing=0.1) + (1 - lam) * ce(outputs, labels_b, label_smoothing=0.1)
+            if name != "softmax":
+                dominant = labels_a if lam >= 0.5 else labels_b
+                expected = expected + cfg.loss.lambda_island * reference.centers(embeddings, dominant)
+            got = mixed(embeddings, outputs, labels_a, labels_b, lam)
+            assert torch.allclose(got, expected, atol=1e-6), (name, lam)
+        unmixed = Objective(cfg, 7, 16, None).eval()
+        unmixed.load_state_dict(mixed.state_dict())
+        assert torch.equal(unmixed(embeddings, outputs, labels_a), mixed(embeddings, outputs, labels_a)), name
+    assert losses.dominant_labels(labels_a, None, 1.0) is labels_a
+
+
+def test_objective_ldam_margins_come_from_the_training_counts():
+    from fer import losses
+    from fer.train import Objective
+
+    counts = np.array([40, 6, 40, 80, 50, 35, 45])
+    ldam = Objective(config_from_dict({"loss": {"class_margins": "ldam"}}), 7, 16, None, counts)
+    assert torch.allclose(ldam.centers.margin, losses.ldam_margins(counts, 0.35))
+    assert Objective(config_from_dict({}), 7, 16, None, counts).centers.margin == 0.35, "default: one margin"
+
+
+@pytest.fixture(scope="module")
+def imbalanced_folder(tmp_path_factory, data_root):
+    """Real FER2013 training faces, linked (not copied) into a class-folder set with unequal class sizes."""
+    root = tmp_path_factory.mktemp("imbalanced")
+    for name, count in {"angry": 14, "disgust": 4, "fear": 12, "happy": 30, "neutral": 16, "sad": 12, "surprise": 8}.items():
+        (root / name).mkdir()
+        for source in sorted((data_root / "fer2013" / "train" / name).iterdir())[:count]:
+            (root / name / source.name).symlink_to(source)
+    return root
+
+
+@pytest.mark.parametrize("loss, head", [("cosine_distance", "cosine"), ("softmax", "keras")])
+def test_deferred_rebalancing_changes_only_the_late_epochs(tmp_path, imbalanced_folder, loss, head):
+    settings = ["train.epochs=2", "data.dataset=folder", f"data.path={imbalanced_folder}", f"loss.name={loss}",
+                f"model.head={head}", "data.max_per_class=null"]
+    plain = train(tiny(tmp_path / "plain", *settings), progress=False)
+    deferred = train(tiny(tmp_path / "drw", *settings, "train.defer_rebalance_epoch=1"), progress=False)
+    a = torch.load(plain["last"], weights_only=True)["train_state"]["history"]
+    b = torch.load(deferred["last"], weights_only=True)["train_state"]["history"]
+    assert a[0]["train_loss"] == b[0]["train_loss"], "the first epoch trains unweighted"
+    assert a[1]["train_loss"] != b[1]["train_loss"], "re-weighting is on from the deferred epoch"
