@@ -3,6 +3,7 @@
 Top to bottom: data -> model -> loss -> optimiser/schedule -> epochs (progress bar, validation, metrics.csv, curves.png,
 best.pt by validation accuracy, early stopping). last.pt is written atomically every `train.checkpoint_every` steps and at
 each epoch end; resume=True continues from it and ends where a straight run with the same seed ends.
+Recipe options (EMA, mixup/cutmix, distillation: fer/recipe.py; margins and re-weighting: fer/losses.py) are off by default.
 """
 
 import csv
