@@ -298,6 +298,8 @@ def test_objective_ldam_margins_come_from_the_training_counts():
     ldam = Objective(config_from_dict({"loss": {"class_margins": "ldam"}}), 7, 16, None, counts)
     assert torch.allclose(ldam.centers.margin, losses.ldam_margins(counts, 0.35))
     assert Objective(config_from_dict({}), 7, 16, None, counts).centers.margin == 0.35, "default: one margin"
+    weights = torch.rand(7)  # loss.class_weighting: balanced now reaches the AM-Softmax part of cosine_distance too
+    assert Objective(config_from_dict({}), 7, 16, weights, counts).centers.class_weights is weights
 
 
 @pytest.fixture(scope="module")
