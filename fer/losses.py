@@ -136,7 +136,7 @@ def _am_softmax_terms(cosines, labels, scale, margin, reduction, label_smoothing
         if class_weights is None:
             return F.cross_entropy(logits, labels.long(), reduction=reduction, label_smoothing=label_smoothing)
         per_sample = F.cross_entropy(logits, labels.long(), reduction="none", label_smoothing=label_smoothing)
-        return _reduce(per_sample * class_weights.to(per_sample.dtype)[labels.long()], reduction)
+        return _reduce(per_sample * class_weights.to(per_sample)[labels.long()], reduction)
 
 
 def _check_class_vector(where: str, name: str, vector, num_classes: int) -> None:

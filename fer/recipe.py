@@ -47,7 +47,7 @@ def mix_batch(x: torch.Tensor, labels: torch.Tensor, augment, seed: int, epoch: 
     use_cutmix = augment.cutmix > 0 and (augment.mixup == 0 or rng.random() < 0.5)
     alpha = augment.cutmix if use_cutmix else augment.mixup
     lam = float(rng.beta(alpha, alpha))
-    order = torch.from_numpy(rng.permutation(len(x)))
+    order = torch.from_numpy(rng.permutation(len(x))).to(x.device)
     if not use_cutmix:
         return lam * x + (1 - lam) * x[order], labels[order], lam
     # cutmix: paste a box of area (1 - lam) from the partner image, clipped at the border; lam is then the exact share
@@ -69,7 +69,7 @@ class Teacher:
     """
 
     def __init__(self, sources: list[str], class_names, image_size: int, channels: int = 1):
-        self.models = []
+        self.models, self.device = [], torch.device("cpu")
         for source in sources:
             model, checkpoint = load_model(source)
             spec = checkpoint["model_spec"]
@@ -85,6 +85,8 @@ class Teacher:
     def probs(self, x: torch.Tensor, temperature: float) -> torch.Tensor:
         """x (B, C, S, S) -> mean over teachers of softmax(teacher logits / T), (B, K)."""
         x = x.contiguous(memory_format=torch.channels_last)
+        if x.device != self.device:  # follow the student's device
+            self.models, self.device = [(model.to(x.device), scale) for model, scale in self.models], x.device
         return torch.stack([torch.softmax(model(x).float() * scale / temperature, dim=1)
                             for model, scale in self.models]).mean(0)
 

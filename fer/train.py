@@ -73,7 +73,7 @@ class Objective(torch.nn.Module):
 
     def rebalance(self, weights: torch.Tensor | None) -> None:
         """Deferred re-balancing: per-class weights of the classification part from its epoch on (None before)."""
-        self.rebalance_weights = weights
+        self.rebalance_weights = weights  # made on the CPU; forward moves them to the outputs' device
         if self.name == "cosine_distance":
             self.centers.class_weights = weights
 
@@ -82,6 +82,7 @@ class Objective(torch.nn.Module):
         if self.name == "cosine_distance":
             return self.centers(embeddings, outputs, labels, labels_b, lam)
         weight = self.class_weights if self.class_weights is not None else self.rebalance_weights
+        weight = weight if weight is None else weight.to(outputs.device)
         loss = F.cross_entropy(outputs.float(), labels, weight=weight, label_smoothing=self.label_smoothing)
         if labels_b is not None:
             loss = lam * loss + (1 - lam) * F.cross_entropy(outputs.float(), labels_b, weight=weight,
