@@ -62,6 +62,8 @@ class Run:
     margin: float = REFERENCE_MARGIN
     model: str = DEFAULT_MODEL
     sampling: str = "natural"  # natural: shuffled training set; balanced: classes drawn equally often
+    recipe: str = ""  # a name for `options` (benchmarks/recipe.py), appended to the variant
+    options: tuple[str, ...] = ()  # extra `section.key=value` overrides, applied after the run's own fields
 
     @property
     def variant(self) -> str:
@@ -69,7 +71,8 @@ class Run:
             variant = f"cosine_distance-s{self.scale:g}-m{self.margin:g}"
         else:
             variant = f"{self.loss}-{self.head}"
-        return variant if self.sampling == "natural" else f"{variant}-{self.sampling}"
+        variant = variant if self.sampling == "natural" else f"{variant}-{self.sampling}"
+        return f"{variant}-{self.recipe}" if self.recipe else variant
 
     @property
     def name(self) -> str:
@@ -127,7 +130,7 @@ def run_config(base_raw: dict, run: Run, epochs: int, out_dir: Path, max_per_cla
                  f"model.name={run.model}", f"model.head={run.head}",
                  f"train.balanced_sampling={'true' if run.sampling == 'balanced' else 'false'}", f"loss.name={run.loss}", f"loss.scale={run.scale}", f"loss.margin={run.margin}",
                  f"train.seed={run.seed}", f"train.epochs={epochs}", "train.early_stop_patience=0", "train.max_steps=null",
-                 f"train.threads={threads}", "train.checkpoint_every=1000"]
+                 f"train.threads={threads}", "train.checkpoint_every=1000", *run.options]
     cfg = config_from_dict(apply_overrides(base_raw, overrides, source), source)
     return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, out_dir=str(out_dir)))
 

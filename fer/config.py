@@ -36,6 +36,10 @@ class AugmentConfig:
     scale: float = 0.1  # zoom range, uniform in [1 - scale, 1 + scale]
     brightness_contrast: float = 0.0  # probability of a random brightness/contrast change
     erase: float = 0.0  # probability of erasing one random rectangle (CoarseDropout)
+    crop_scale: float = 1.0  # random resized crop: smallest area fraction kept, in (0, 1]; 1 disables
+    mixup: float = 0.0  # mixup Beta(alpha, alpha); 0 disables
+    cutmix: float = 0.0  # cutmix Beta(alpha, alpha); 0 disables (with both on, each mixed batch picks one at random)
+    mix_prob: float = 1.0  # probability that a batch is mixed, when mixup or cutmix is on
 
 
 @dataclass(frozen=True)
@@ -56,7 +60,8 @@ class LossConfig:
     alpha: float = 0.5  # center step size (Wen et al. 2016)
     center_update: str = "delta"  # delta | autograd
     class_weighting: str = "none"  # none | balanced (inverse class frequency in the loss)
-    label_smoothing: float = 0.0  # softmax/center/island only
+    label_smoothing: float = 0.0  # eps; with cosine_distance the margin stays on the target logit
+    class_margins: str = "none"  # none | ldam (cosine_distance: m_j ~ n_j^(-1/4), the rarest class gets loss.margin)
 
 
 @dataclass(frozen=True)
@@ -77,6 +82,12 @@ class TrainConfig:
     out_dir: str = "runs/default"
     checkpoint_every: int = 200  # optimizer steps between resumable checkpoints (last.pt)
     eval_batch_size: int = 256
+    ema_decay: float = 0.0  # EMA of the weights per step, in [0, 1); validation, best.pt and export use it; 0 disables
+    warmup_epochs: float = 0.0  # linear warm-up of the lr (cosine, none; onecycle: its rising phase); 0 disables
+    defer_rebalance_epoch: int = 0  # DRW: class re-weighting from this epoch (counted from 0) on; 0 disables
+    teacher: list[str] = field(default_factory=list)  # checkpoints or shipped names; probabilities averaged
+    distill_weight: float = 1.0  # weight of T^2 * KL(teacher_T || student_T), when train.teacher is set
+    distill_temperature: float = 4.0  # T
 
 
 @dataclass(frozen=True)
@@ -97,12 +108,16 @@ CHOICES = {
     "loss.class_weighting": ("none", "balanced"),
     "train.optimizer": ("adam", "adamw", "sgd"),
     "train.schedule": ("onecycle", "cosine", "plateau", "none"),
+    "loss.class_margins": ("none", "ldam"),
 }
 POSITIVE = {"data.image_size", "model.width", "loss.scale", "train.epochs", "train.batch_size", "train.lr", "train.eval_batch_size", "train.checkpoint_every",
-            "data.max_per_class", "train.max_steps"}
+            "data.max_per_class", "train.max_steps", "augment.crop_scale", "train.distill_temperature"}
 NON_NEGATIVE = {"loss.margin", "loss.lambda_island", "loss.lambda1", "loss.alpha", "train.weight_decay", "train.momentum",
-                "train.early_stop_patience", "train.threads", "augment.rotate", "augment.shift", "augment.scale"}
-PROBABILITIES = {"data.val_fraction", "augment.hflip", "augment.brightness_contrast", "augment.erase", "loss.label_smoothing"}
+                "train.early_stop_patience", "train.threads", "augment.rotate", "augment.shift", "augment.scale",
+                "augment.mixup", "augment.cutmix", "train.warmup_epochs", "train.defer_rebalance_epoch", "train.distill_weight"}
+PROBABILITIES = {"data.val_fraction", "augment.hflip", "augment.brightness_contrast", "augment.erase", "loss.label_smoothing",
+                 "augment.crop_scale", "augment.mix_prob", "train.ema_decay"}
+BELOW_ONE = {"train.ema_decay"}  # a decay of 1 would freeze the average at the initial weights
 
 
 class ConfigError(ValueError):
@@ -118,6 +133,11 @@ def _check_type(value, annotation, where: str):
             return None
         annotation = next(a for a in options if a is not type(None))
         origin = typing.get_origin(annotation)
+    if origin is list:  # a single string is a list of one
+        value = [value] if isinstance(value, str) else value
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{where}: expected a string or a list of strings, got {value!r}")
+        return list(value)
     if origin is dict:
         if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
             raise ConfigError(f"{where}: expected a mapping of strings to strings, got {value!r}")
@@ -140,6 +160,8 @@ def _check_range(key: str, value, where: str):
         raise ConfigError(f"{where}: must be >= 0, got {value!r}")
     if key in PROBABILITIES and not 0 <= value <= 1:
         raise ConfigError(f"{where}: must be in [0, 1], got {value!r}")
+    if key in BELOW_ONE and value >= 1:
+        raise ConfigError(f"{where}: must be < 1, got {value!r}")
 
 
 def _build(cls, raw: dict, source: str, prefix: str = ""):

@@ -115,34 +115,66 @@ def cosine_similarity_matrix(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return F.normalize(a, dim=1, eps=NORM_EPS) @ F.normalize(b, dim=1, eps=NORM_EPS).T
 
 
-def am_softmax_logits(cosines: torch.Tensor, labels: torch.Tensor, *, scale: float, margin: float) -> torch.Tensor:
-    """Training logits of AM-Softmax: s * (cos - m * onehot(y)). Non-target logits are exactly s * cos_j.
+def am_softmax_logits(cosines: torch.Tensor, labels: torch.Tensor, *, scale: float,
+                      margin: float | torch.Tensor) -> torch.Tensor:
+    """Training logits of AM-Softmax: s * (cos - m_y * onehot(y)). Non-target logits are exactly s * cos_j.
 
+    margin: one float m, or a (K,) tensor of per-class margins m_j (the sample's target class picks its margin).
     Unchecked helper (use am_softmax_loss for checked input). Never use these logits at inference: there the
     prediction is argmax of cosines and probs = softmax(scale * cosines).
     """
+    if isinstance(margin, torch.Tensor):
+        margin = margin.to(cosines)[labels.long()][:, None]  # (B, 1) the target class's margin
     target_margin = torch.zeros_like(cosines).scatter_(1, labels.long()[:, None], margin)  # (B, K)
     return scale * (cosines - target_margin)
 
 
-def _am_softmax_terms(cosines, labels, scale, margin, reduction):
+def _am_softmax_terms(cosines, labels, scale, margin, reduction, label_smoothing=0.0, class_weights=None):
     with _fp32_region(cosines.device):
         cosines = cosines.to(_compute_dtype(cosines))
         logits = am_softmax_logits(cosines, labels, scale=scale, margin=margin)  # (B, K)
-        return F.cross_entropy(logits, labels.long(), reduction=reduction)
+        if class_weights is None:
+            return F.cross_entropy(logits, labels.long(), reduction=reduction, label_smoothing=label_smoothing)
+        per_sample = F.cross_entropy(logits, labels.long(), reduction="none", label_smoothing=label_smoothing)
+        return _reduce(per_sample * class_weights.to(per_sample)[labels.long()], reduction)
 
 
-def am_softmax_loss(cosines, labels, *, scale: float, margin: float, reduction: str = "mean") -> torch.Tensor:
+def _check_class_vector(where: str, name: str, vector, num_classes: int) -> None:
+    """A per-class margin or weight: a finite, non-negative (K,) float tensor."""
+    if not isinstance(vector, torch.Tensor) or vector.dim() != 1 or vector.shape[0] != num_classes:
+        shape = tuple(vector.shape) if isinstance(vector, torch.Tensor) else type(vector).__name__
+        raise ValueError(f"{where}: {name} must be a (K,) = ({num_classes},) tensor, got {shape}")
+    if not vector.is_floating_point() or not bool(torch.isfinite(vector).all()) or bool((vector < 0).any()):
+        raise ValueError(f"{where}: {name} must be finite, non-negative floats, got {vector.tolist()}")
+
+
+def _check_am_softmax_options(where, num_classes, scale, margin, label_smoothing, class_weights) -> None:
+    if not scale > 0:
+        raise ValueError(f"{where}: scale must be > 0, got {scale}")
+    if isinstance(margin, torch.Tensor):
+        _check_class_vector(where, "margin", margin, num_classes)
+    if not 0 <= label_smoothing <= 1:
+        raise ValueError(f"{where}: label_smoothing must be in [0, 1], got {label_smoothing}")
+    if class_weights is not None:
+        _check_class_vector(where, "class_weights", class_weights, num_classes)
+
+
+def am_softmax_loss(cosines, labels, *, scale: float, margin: float | torch.Tensor, reduction: str = "mean",
+                    label_smoothing: float = 0.0, class_weights: torch.Tensor | None = None) -> torch.Tensor:
     """AM-Softmax / CosFace (Wang et al. 2018, https://arxiv.org/abs/1801.05599).
 
-    L_i = CE(s * (cos_i - m * onehot(y_i)), y_i): the margin is subtracted from the target logit only.
+    L_i = w_{y_i} * CE_eps(s * (cos_i - m_{y_i} * onehot(y_i)), y_i): the margin is subtracted from the target logit
+    only, also under label smoothing (the smoothed target (1 - eps) onehot + eps / K is compared with the margin logits).
 
     Args:
         cosines: (B, K) cosines between normalised embeddings and class weights (CosineClassifier), in [-1, 1].
         labels: (B,) integer class indices in [0, K).
         scale: s > 0, fixed (not learned).
-        margin: m, subtracted from the target cosine during training only.
-        reduction: "mean" | "sum" | "none".
+        margin: m, subtracted from the target cosine during training only: a float, or a (K,) tensor of per-class
+            margins (ldam_margins).
+        reduction: "mean" | "sum" | "none". "mean" is the plain mean over the batch of the weighted per-sample losses.
+        label_smoothing: eps in [0, 1], as F.cross_entropy's.
+        class_weights: None or (K,) non-negative weights w_j of each sample's loss by its target class (ones = None).
     Returns:
         0-d loss for "mean"/"sum", (B,) for "none"; float32 (float64 for float64 input).
     """
@@ -152,9 +184,8 @@ def am_softmax_loss(cosines, labels, *, scale: float, margin: float, reduction: 
     _check_labels(where, labels, cosines.shape[0], "cosines", tuple(cosines.shape))
     _check_devices(where, cosines=cosines, labels=labels)
     _check_values(where, labels, cosines.shape[1], cosines=cosines)
-    if not scale > 0:
-        raise ValueError(f"{where}: scale must be > 0, got {scale}")
-    return _am_softmax_terms(cosines, labels, scale, margin, reduction)
+    _check_am_softmax_options(where, cosines.shape[1], scale, margin, label_smoothing, class_weights)
+    return _am_softmax_terms(cosines, labels, scale, margin, reduction, label_smoothing, class_weights)
 
 
 def _center_terms(embeddings, labels, centers):
@@ -264,6 +295,67 @@ def island_loss(embeddings, labels, centers, *, lambda1: float, reduction: str =
 
 
 # ---------------------------------------------------------------------------------------------------------------------
+# Class imbalance and mixed labels: per-class margins, deferred re-weighting, the mixed-label rule.
+
+
+def _check_class_counts(where: str, class_counts) -> torch.Tensor:
+    counts = torch.as_tensor(class_counts, dtype=torch.float64)
+    if counts.dim() != 1 or len(counts) == 0 or not bool((counts > 0).all()):
+        raise ValueError(f"{where}: class_counts must be a 1-D sequence of positive counts, got {counts.tolist()}")
+    return counts
+
+
+def ldam_margins(class_counts, max_margin: float) -> torch.Tensor:
+    """Label-distribution-aware margins (Cao et al., NeurIPS 2019, https://arxiv.org/abs/1906.07413, eq. 13).
+
+    m_j = C / n_j^(1/4) with C chosen so that the rarest class gets max_margin: m_j = max_margin * (n_min / n_j)^(1/4).
+
+    Args:
+        class_counts: (K,) training images per class, all > 0.
+        max_margin: the largest margin (the loss's m), >= 0.
+    Returns:
+        (K,) float32 margins in (0, max_margin]; uniform counts give max_margin for every class.
+    """
+    counts = _check_class_counts("ldam_margins", class_counts)
+    if not max_margin >= 0:
+        raise ValueError(f"ldam_margins: max_margin must be >= 0, got {max_margin}")
+    return (max_margin * (counts.min() / counts) ** 0.25).float()
+
+
+def deferred_class_weights(class_counts, epoch: int, start_epoch: int, beta: float = 0.9999) -> torch.Tensor | None:
+    """Deferred re-weighting (DRW, Cao et al. 2019): no weights before start_epoch, class-balanced weights from it on.
+
+    The weights are Cui et al.'s effective-number weights (CVPR 2019, https://arxiv.org/abs/1901.05555), as in the LDAM
+    reference code: w_j = (1 - beta) / (1 - beta^n_j), normalised so that sum_j w_j = K.
+
+    Args:
+        class_counts: (K,) training images per class, all > 0.
+        epoch: the current epoch, counted from 0.
+        start_epoch: the first re-weighted epoch (>= 1: the first epochs learn the representation unweighted).
+        beta: in [0, 1); 0 gives uniform weights, beta -> 1 weights proportional to 1 / n_j.
+    Returns:
+        None before start_epoch (the unweighted loss), else (K,) float32 weights for class_weights.
+    """
+    counts = _check_class_counts("deferred_class_weights", class_counts)
+    if not 0 <= beta < 1:
+        raise ValueError(f"deferred_class_weights: beta must be in [0, 1), got {beta}")
+    if epoch < start_epoch:
+        return None
+    weights = (1 - beta) / (1 - beta ** counts)
+    return (weights / weights.sum() * len(counts)).float()
+
+
+def dominant_labels(labels: torch.Tensor, labels_b: torch.Tensor | None, lam: float) -> torch.Tensor:
+    """The rule for center terms under mixup/cutmix: each mixed image counts for the label holding the larger share.
+
+    The classification part of a mixed batch is lam * L(y_a) + (1 - lam) * L(y_b) (the margin on each term's own
+    target); the center/intra terms and the delta-rule center updates use only the dominant label, so each sample
+    still moves exactly one center with weight 1 and no center is pulled toward a blend that belongs to neither class.
+    """
+    return labels if labels_b is None or lam >= 0.5 else labels_b
+
+
+# ---------------------------------------------------------------------------------------------------------------------
 # Center state shared by the modules: creation and the paper's delta rule.
 
 
@@ -357,6 +449,16 @@ def center_optimizer(loss: nn.Module, alpha: float | None = None, *, loss_weight
 # Modules
 
 
+def _register_class_vectors(module: nn.Module, margin, class_weights) -> None:
+    """Per-class margins and weights as non-persistent buffers: they follow .to(device) and stay out of the state_dict
+    (both are recomputed from the training set's class counts)."""
+    if isinstance(margin, torch.Tensor):
+        module.register_buffer("margin", margin.detach().float(), persistent=False)
+    else:
+        module.margin = margin
+    module.register_buffer("class_weights", class_weights, persistent=False)
+
+
 class CosineClassifier(nn.Module):
     """Normalised linear head without bias: cos_j = <W_j / ||W_j||, x / ||x||> (Wang et al. 2018, arXiv 1801.05599).
 
@@ -399,24 +501,30 @@ class AMSoftmaxLoss(nn.Module):
     Args:
         scale: s, fixed. Default 30 is the face-recognition setting of the paper; the FER paper (Wu et al. 2019) tunes
             s with m = 0.35 (its Table 2) and uses s = 10 in its margin sweep (Table 1).
-        margin: m, default 0.35 (both papers).
+        margin: m, default 0.35 (both papers); or a (K,) tensor of per-class margins (ldam_margins).
         reduction: "mean" | "sum" | "none".
+        label_smoothing: eps in [0, 1]; the margin stays on the target logit only.
+        class_weights: None or (K,) per-class weights of each sample's loss (settable later: deferred_class_weights).
     Forward: cosines (B, K) from CosineClassifier, labels (B,) in [0, K) -> loss (0-d, or (B,) for "none").
     Inference never applies the margin: predict argmax(cosines), probs = softmax(scale * cosines).
     """
 
-    def __init__(self, scale: float = 30.0, margin: float = 0.35, reduction: str = "mean"):
+    def __init__(self, scale: float = 30.0, margin: float | torch.Tensor = 0.35, reduction: str = "mean",
+                 label_smoothing: float = 0.0, class_weights: torch.Tensor | None = None):
         super().__init__()
         _check_reduction("AMSoftmaxLoss", reduction)
-        if not scale > 0:
-            raise ValueError(f"AMSoftmaxLoss: scale must be > 0, got {scale}")
-        self.scale, self.margin, self.reduction = scale, margin, reduction
+        num_classes = len(margin) if isinstance(margin, torch.Tensor) else None
+        _check_am_softmax_options("AMSoftmaxLoss", num_classes, scale, margin, label_smoothing, None)
+        _register_class_vectors(self, margin, class_weights)
+        self.scale, self.reduction, self.label_smoothing = scale, reduction, label_smoothing
 
     def forward(self, cosines: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return am_softmax_loss(cosines, labels, scale=self.scale, margin=self.margin, reduction=self.reduction)
+        return am_softmax_loss(cosines, labels, scale=self.scale, margin=self.margin, reduction=self.reduction,
+                               label_smoothing=self.label_smoothing, class_weights=self.class_weights)
 
     def extra_repr(self) -> str:
-        return f"scale={self.scale}, margin={self.margin}, reduction={self.reduction!r}"
+        return (f"scale={self.scale}, margin={self.margin}, reduction={self.reduction!r}, "
+                f"label_smoothing={self.label_smoothing}")
 
 
 class CenterLoss(nn.Module):
@@ -523,30 +631,35 @@ class CosineDistanceLoss(nn.Module):
             intra="cosine" the rule pulls centers toward the unit-normalised features [I]) or "autograd" (centers are a
             Parameter: center_optimizer(loss) builds SGD with lr = alpha / lambda_island). See IslandLoss.
         reduction: "mean" | "sum" | "none"; "none" adds the per-batch pair term to every sample.
+        label_smoothing, class_weights: of the AM-Softmax part only (see AMSoftmaxLoss); margin may be a (K,) tensor.
     Forward: embeddings (B, D), cosines (B, K) = CosineClassifier(embeddings), labels (B,) in [0, K) -> loss.
+        A mixup/cutmix batch also passes labels_b (B,) and lam: AM-Softmax part lam * L(labels) + (1 - lam) * L(labels_b),
+        each with the margin on its own target; intra term and center update on dominant_labels (see there).
     Optimizers: model + CosineClassifier parameters -> the model optimizer (e.g. Adam); centers -> nothing ("delta") or
     center_optimizer(loss) ("autograd").
     After each forward, last_parts holds the batch means as detached 0-d tensors {"am_softmax", "intra", "pair"} (pair
     unweighted); they stay on the device so that forward does not sync: call float() when logging.
     """
 
-    def __init__(self, num_classes: int, embedding_dim: int, *, scale: float = 10.0, margin: float = 0.35,
+    def __init__(self, num_classes: int, embedding_dim: int, *, scale: float = 10.0, margin: float | torch.Tensor = 0.35,
                  lambda_island: float = 0.01, lambda1: float = 10.0, intra: str = "euclidean", alpha: float = 0.5,
-                 update: str = "delta", reduction: str = "mean"):
+                 update: str = "delta", reduction: str = "mean", label_smoothing: float = 0.0,
+                 class_weights: torch.Tensor | None = None):
         super().__init__()
         where = "CosineDistanceLoss"
         _check_reduction(where, reduction)
         _check_num_classes_for_pairs(where, num_classes)
         if intra not in INTRA_TERMS:
             raise ValueError(f"{where}: unknown intra {intra!r}; expected one of {INTRA_TERMS}")
-        if not scale > 0:
-            raise ValueError(f"{where}: scale must be > 0, got {scale}")
+        _check_am_softmax_options(where, num_classes, scale, margin, label_smoothing, class_weights)
         _init_centers(self, where, num_classes, embedding_dim, update, alpha)
-        self.scale, self.margin, self.lambda_island, self.lambda1 = scale, margin, lambda_island, lambda1
-        self.intra, self.reduction = intra, reduction
+        _register_class_vectors(self, margin, class_weights)
+        self.scale, self.lambda_island, self.lambda1 = scale, lambda_island, lambda1
+        self.intra, self.reduction, self.label_smoothing = intra, reduction, label_smoothing
         self.last_parts: dict[str, torch.Tensor] = {}
 
-    def forward(self, embeddings: torch.Tensor, cosines: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def forward(self, embeddings: torch.Tensor, cosines: torch.Tensor, labels: torch.Tensor,
+                labels_b: torch.Tensor | None = None, lam: float = 1.0) -> torch.Tensor:
         where = "CosineDistanceLoss"
         _check_matrix(where, "embeddings", embeddings, self.embedding_dim, "embedding_dim")
         _check_matrix(where, "cosines", cosines, self.num_classes, "num_classes")
@@ -556,8 +669,16 @@ class CosineDistanceLoss(nn.Module):
         _check_labels(where, labels, embeddings.shape[0], "embeddings", tuple(embeddings.shape))
         _check_devices(where, embeddings=embeddings, cosines=cosines, labels=labels, centers=self.centers)
         _check_values(where, labels, self.num_classes, embeddings=embeddings, cosines=cosines, centers=self.centers)
+        if self.class_weights is not None:
+            _check_class_vector(where, "class_weights", self.class_weights, self.num_classes)
 
-        am_softmax = _am_softmax_terms(cosines, labels, self.scale, self.margin, "none")  # (B,)
+        options = (self.scale, self.margin, "none", self.label_smoothing, self.class_weights)
+        am_softmax = _am_softmax_terms(cosines, labels, *options)  # (B,)
+        if labels_b is not None:
+            _check_labels(where, labels_b, embeddings.shape[0], "embeddings", tuple(embeddings.shape))
+            _check_values(where, labels_b, self.num_classes)
+            am_softmax = lam * am_softmax + (1 - lam) * _am_softmax_terms(cosines, labels_b, *options)
+            labels = dominant_labels(labels, labels_b, lam)
         if self.intra == "euclidean":
             intra = _center_terms(embeddings, labels, self.centers)  # (B,)
         else:

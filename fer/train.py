@@ -3,6 +3,7 @@
 Top to bottom: data -> model -> loss -> optimiser/schedule -> epochs (progress bar, validation, metrics.csv, curves.png,
 best.pt by validation accuracy, early stopping). last.pt is written atomically every `train.checkpoint_every` steps and at
 each epoch end; resume=True continues from it and ends where a straight run with the same seed ends.
+Recipe options (EMA, mixup/cutmix, distillation: fer/recipe.py; margins and re-weighting: fer/losses.py) are off by default.
 """
 
 import csv
@@ -17,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from fer import losses
+from fer import losses, recipe
 from fer.checkpoint import atomic_save, build_model, model_spec
 from fer.config import Config, ConfigError, config_to_dict, save_config
 from fer.data.loader import TrainBatches, class_balanced_weights, eval_batches
@@ -33,9 +34,18 @@ def check_compatible(cfg: Config) -> None:
         raise ConfigError(f"'model.head' must be 'cosine' for loss 'cosine_distance', got {cfg.model.head!r}")
     if cfg.loss.name != "cosine_distance" and cfg.model.head == "cosine":
         raise ConfigError(f"'model.head' 'cosine' needs loss 'cosine_distance'; loss {cfg.loss.name!r} wants 'keras' or 'linear'")
-    if cfg.loss.name == "cosine_distance" and (cfg.loss.class_weighting != "none" or cfg.loss.label_smoothing):
-        raise ConfigError("'loss.class_weighting' and 'loss.label_smoothing' apply to softmax, center and island only; "
-                          "use 'train.balanced_sampling' with cosine_distance")
+    if cfg.loss.class_margins != "none" and cfg.loss.name != "cosine_distance":
+        raise ConfigError(f"'loss.class_margins' needs loss 'cosine_distance', got {cfg.loss.name!r}")
+    if cfg.train.defer_rebalance_epoch and (cfg.loss.class_weighting != "none" or cfg.train.balanced_sampling):
+        raise ConfigError("'train.defer_rebalance_epoch' re-weights the late epochs itself; "
+                          "drop 'loss.class_weighting' and 'train.balanced_sampling'")
+    if cfg.train.defer_rebalance_epoch >= cfg.train.epochs:
+        raise ConfigError(f"'train.defer_rebalance_epoch' {cfg.train.defer_rebalance_epoch} must be < 'train.epochs' "
+                          f"{cfg.train.epochs}")
+    if cfg.train.warmup_epochs and cfg.train.schedule == "plateau":
+        raise ConfigError("'train.warmup_epochs' works with schedules onecycle, cosine and none, not 'plateau'")
+    if cfg.train.warmup_epochs >= cfg.train.epochs:
+        raise ConfigError(f"'train.warmup_epochs' {cfg.train.warmup_epochs} must be < 'train.epochs' {cfg.train.epochs}")
     if cfg.model.name == "mini_xception" and cfg.model.width != 1:
         raise ConfigError(f"'model.width': mini_xception has a fixed width, got {cfg.model.width}")
 
@@ -43,33 +53,62 @@ def check_compatible(cfg: Config) -> None:
 class Objective(torch.nn.Module):
     """Loss of a batch from (embeddings, outputs, labels); owns the center state of center/island/cosine_distance."""
 
-    def __init__(self, cfg, num_classes: int, embedding_dim: int, class_weights: torch.Tensor | None):
+    def __init__(self, cfg, num_classes: int, embedding_dim: int, class_weights: torch.Tensor | None, class_counts=None):
         super().__init__()
         c = cfg.loss
         self.name, self.weight, self.label_smoothing = c.name, c.lambda_island, c.label_smoothing
         self.register_buffer("class_weights", class_weights)
+        self.register_buffer("rebalance_weights", None, persistent=False)  # deferred re-weighting, set per epoch
+        margin = losses.ldam_margins(class_counts, c.margin) if c.class_margins == "ldam" else c.margin
         common = dict(alpha=c.alpha, update=c.center_update)
         if c.name == "center":
             self.centers = losses.CenterLoss(num_classes, embedding_dim, **common)
         elif c.name == "island":
             self.centers = losses.IslandLoss(num_classes, embedding_dim, lambda1=c.lambda1, **common)
         elif c.name == "cosine_distance":
-            self.centers = losses.CosineDistanceLoss(num_classes, embedding_dim, scale=c.scale, margin=c.margin,
-                                                     lambda_island=c.lambda_island, lambda1=c.lambda1, intra=c.intra, **common)
+            self.centers = losses.CosineDistanceLoss(num_classes, embedding_dim, scale=c.scale, margin=margin,
+                                                     lambda_island=c.lambda_island, lambda1=c.lambda1, intra=c.intra,
+                                                     label_smoothing=c.label_smoothing, class_weights=class_weights,
+                                                     **common)
 
-    def forward(self, embeddings, outputs, labels):
+    def rebalance(self, weights: torch.Tensor | None) -> None:
+        """Deferred re-balancing: per-class weights of the classification part from its epoch on (None before)."""
+        self.rebalance_weights = weights  # made on the CPU; forward moves them to the outputs' device
         if self.name == "cosine_distance":
-            return self.centers(embeddings, outputs, labels)
-        loss = F.cross_entropy(outputs.float(), labels, weight=self.class_weights, label_smoothing=self.label_smoothing)
+            self.centers.class_weights = weights
+
+    def forward(self, embeddings, outputs, labels, labels_b=None, lam: float = 1.0):
+        """labels_b, lam: a mixup/cutmix batch (rule: losses.dominant_labels)."""
+        if self.name == "cosine_distance":
+            return self.centers(embeddings, outputs, labels, labels_b, lam)
+        weight = self.class_weights if self.class_weights is not None else self.rebalance_weights
+        weight = weight if weight is None else weight.to(outputs.device)
+        loss = F.cross_entropy(outputs.float(), labels, weight=weight, label_smoothing=self.label_smoothing)
+        if labels_b is not None:
+            loss = lam * loss + (1 - lam) * F.cross_entropy(outputs.float(), labels_b, weight=weight,
+                                                            label_smoothing=self.label_smoothing)
         if self.name in ("center", "island"):
-            loss = loss + self.weight * self.centers(embeddings, labels)
+            loss = loss + self.weight * self.centers(embeddings, losses.dominant_labels(labels, labels_b, lam))
         return loss
+
+
+def warmup_factor(step: int, warmup_steps: int, total_steps: int, decay: bool) -> float:
+    """lr factor: linear warm-up over warmup_steps (1/W .. 1), then cosine decay to 0 (decay) or constant."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = min((step - warmup_steps) / max(total_steps - warmup_steps, 1), 1)
+    return 0.5 * (1 + math.cos(math.pi * progress)) if decay else 1.0
 
 
 def make_schedule(cfg, optimizer, total_steps: int):
     t = cfg.train
-    if t.schedule == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=t.lr, total_steps=total_steps, pct_start=0.15)
+    warmup_steps = round(t.warmup_epochs * total_steps / t.epochs)
+    if t.schedule == "onecycle":  # its rising phase is the warm-up
+        pct_start = warmup_steps / total_steps if warmup_steps else 0.15
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=t.lr, total_steps=total_steps, pct_start=pct_start)
+    if warmup_steps:
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: warmup_factor(step, warmup_steps, total_steps, decay=t.schedule == "cosine"))
     if t.schedule == "cosine":
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step / total_steps, 1))))
     if t.schedule == "plateau":  # the mini-Xception reference: ReduceLROnPlateau(0.1, patience 12)
@@ -152,7 +191,10 @@ def train(cfg: Config, data_root=None, resume: bool = False, progress: bool = Tr
     class_weights = None
     if cfg.loss.class_weighting == "balanced":
         class_weights = torch.tensor(class_balanced_weights(train_faces.labels, num_classes), dtype=torch.float32)
-    objective = Objective(cfg, num_classes, model.embedding_dim, class_weights)
+    class_counts = np.bincount(train_faces.labels, minlength=num_classes)
+    objective = Objective(cfg, num_classes, model.embedding_dim, class_weights, class_counts)
+    ema = recipe.make_ema(model, t.ema_decay)  # validation, best.pt and export use the EMA copy when on
+    teacher = recipe.Teacher(t.teacher, train_faces.class_names, cfg.data.image_size) if t.teacher else None
     optimizer = make_optimizer(cfg, model)
     center_optimizer = None
     if cfg.loss.name != "softmax" and cfg.loss.center_update == "autograd":
@@ -167,7 +209,9 @@ def train(cfg: Config, data_root=None, resume: bool = False, progress: bool = Tr
         if not last_path.is_file():
             raise FileNotFoundError(f"--resume: no checkpoint to resume from at {last_path}")
         saved = torch.load(last_path, map_location="cpu", weights_only=True)
-        model.load_state_dict(saved["state_dict"])
+        model.load_state_dict(saved["train_state_dict" if ema is not None else "state_dict"])
+        if ema is not None:
+            ema.load_state_dict(saved["ema"])
         objective.load_state_dict(saved["objective"])
         optimizer.load_state_dict(saved["optimizer"])
         if center_optimizer is not None:
@@ -179,13 +223,16 @@ def train(cfg: Config, data_root=None, resume: bool = False, progress: bool = Tr
         log.info("resumed from %s at epoch %d batch %d (step %d)", last_path, state["epoch"], state["batch"], state["step"])
 
     def checkpoint(path: Path, metrics: dict | None = None, resumable: bool = True) -> None:
-        payload = {"state_dict": model.state_dict(), "model_spec": spec, "class_names": list(train_faces.class_names),
+        shipped = model if ema is None else ema.module  # the weights evaluate/export use: the EMA copy when on
+        payload = {"state_dict": shipped.state_dict(), "model_spec": spec, "class_names": list(train_faces.class_names),
                    "config": config_to_dict(cfg), "metrics": metrics or {}}
         if resumable:
             payload.update({"objective": objective.state_dict(), "optimizer": optimizer.state_dict(),
                             "schedule": schedule.state_dict() if schedule is not None else {},
                             "center_optimizer": center_optimizer.state_dict() if center_optimizer is not None else {},
                             "torch_rng": torch.get_rng_state(), "train_state": state})
+            if ema is not None:
+                payload.update({"train_state_dict": model.state_dict(), "ema": ema.state_dict()})
         atomic_save(payload, path)
 
     stop = bool((t.max_steps and state["step"] >= t.max_steps)
@@ -195,14 +242,21 @@ def train(cfg: Config, data_root=None, resume: bool = False, progress: bool = Tr
         model.train()
         objective.train()
         totals = state.setdefault("epoch_totals", {"loss": 0.0, "correct": 0, "seen": 0})
+        if t.defer_rebalance_epoch:
+            objective.rebalance(losses.deferred_class_weights(class_counts, epoch, t.defer_rebalance_epoch))
         first_batch, epoch_started = state["batch"], time.perf_counter()
         bar = tqdm(batches.epoch(epoch, state["batch"]), total=len(batches), initial=state["batch"],
                    desc=f"epoch {epoch + 1}/{t.epochs}", disable=not progress, leave=False)
         for x, labels in bar:
+            x, labels_b, lam = recipe.mix_batch(x, labels, cfg.augment, t.seed, epoch, state["batch"])
             if t.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             embeddings, outputs = model.forward_both(x)
-            loss = objective(embeddings, outputs, labels)
+            loss = objective(embeddings, outputs, labels, labels_b, lam)
+            if teacher is not None:  # student logits as the teacher's: prob_scale * outputs (s * cos, no margin)
+                student_logits = outputs * spec["prob_scale"]
+                loss = loss + t.distill_weight * recipe.distillation_loss(
+                    student_logits, teacher.probs(x, t.distill_temperature), t.distill_temperature)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch + 1}, step {state['step']}; lower train.lr")
             optimizer.zero_grad(set_to_none=True)
@@ -210,6 +264,8 @@ def train(cfg: Config, data_root=None, resume: bool = False, progress: bool = Tr
                 center_optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if ema is not None:
+                ema.update_parameters(model)
             if center_optimizer is not None:
                 center_optimizer.step()
             if schedule is not None and t.schedule != "plateau":
@@ -235,7 +291,7 @@ def train(cfg: Config, data_root=None, resume: bool = False, progress: bool = Tr
             checkpoint(last_path)
             break
 
-        metrics = validate(model, val_faces, t.eval_batch_size, t.channels_last)
+        metrics = validate(model if ema is None else ema.module, val_faces, t.eval_batch_size, t.channels_last)
         row = {"epoch": epoch + 1, "step": state["step"], "train_loss": totals["loss"] / max(totals["seen"], 1),
                "train_acc": totals["correct"] / max(totals["seen"], 1), **metrics,
                "lr": optimizer.param_groups[0]["lr"], "seconds": round(state["seconds"], 1)}

@@ -22,8 +22,11 @@ from fer.losses import (
     center_loss,
     center_optimizer,
     cosine_intra_loss,
+    deferred_class_weights,
+    dominant_labels,
     island_loss,
     island_pair_term,
+    ldam_margins,
 )
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -648,3 +651,148 @@ def test_docs_snippet_runs(doc):
     exec(compile(snippet, doc, "exec"), namespace)
     probs = namespace["probs"]
     assert probs.shape == (32, K) and torch.allclose(probs.sum(1), torch.ones(32))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Recipe options: label smoothing, per-class margins (LDAM), class weights (DRW), mixed labels
+
+
+def naive_am_softmax(cosines, labels, scale, margins, eps=0.0, weights=None):
+    """Loop reference: per sample, smoothed cross-entropy against s * (cos - m_y at the target)."""
+    k = cosines.shape[1]
+    margins = margins if isinstance(margins, torch.Tensor) else torch.full((k,), float(margins))
+    weights = torch.ones(k) if weights is None else weights
+    total = 0.0
+    for i in range(len(labels)):
+        y = int(labels[i])
+        logits = [scale * (float(cosines[i, j]) - (float(margins[y]) if j == y else 0.0)) for j in range(k)]
+        log_z = math.log(sum(math.exp(v) for v in logits))
+        target = [(1 - eps) * (j == y) + eps / k for j in range(k)]
+        total += float(weights[y]) * -sum(t * (v - log_z) for t, v in zip(target, logits))
+    return total / len(labels)
+
+
+def random_cosines(b=B, k=K):
+    return torch.rand(b, k) * 2 - 1, torch.randint(0, k, (b,))
+
+
+def test_am_softmax_label_smoothing_matches_the_naive_reference():
+    cosines, labels = random_cosines()
+    for eps in (0.0, 0.1, 0.4):
+        got = am_softmax_loss(cosines, labels, scale=10.0, margin=0.35, label_smoothing=eps)
+        assert got.item() == pytest.approx(naive_am_softmax(cosines, labels, 10.0, 0.35, eps), rel=1e-5), eps
+    plain = am_softmax_loss(cosines, labels, scale=10.0, margin=0.35)
+    assert torch.equal(am_softmax_loss(cosines, labels, scale=10.0, margin=0.35, label_smoothing=0.0), plain)
+    smoothed = am_softmax_loss(cosines, labels, scale=10.0, margin=0.35, label_smoothing=0.1)
+    assert not torch.equal(smoothed, plain), "smoothing changes the loss"
+
+
+def test_per_class_margins_and_class_weights_match_the_naive_reference():
+    cosines, labels = random_cosines(12)
+    margins, weights = torch.rand(K) * 0.5, torch.rand(K) * 2
+    got = am_softmax_loss(cosines, labels, scale=10.0, margin=margins, label_smoothing=0.1, class_weights=weights)
+    assert got.item() == pytest.approx(naive_am_softmax(cosines, labels, 10.0, margins, 0.1, weights), rel=1e-5)
+    # limiting cases: a uniform margin tensor is the float margin, weights of ones are the unweighted loss
+    plain = am_softmax_loss(cosines, labels, scale=10.0, margin=0.35, reduction="none")
+    uniform = am_softmax_loss(cosines, labels, scale=10.0, margin=torch.full((K,), 0.35), reduction="none")
+    ones = am_softmax_loss(cosines, labels, scale=10.0, margin=0.35, reduction="none", class_weights=torch.ones(K))
+    assert torch.allclose(uniform, plain, atol=1e-6) and torch.allclose(ones, plain, atol=1e-6)
+    module = AMSoftmaxLoss(scale=10.0, margin=margins, label_smoothing=0.1, class_weights=weights)
+    assert torch.allclose(module(cosines, labels), got)
+
+
+def test_margin_stays_on_the_target_logit_under_smoothing():
+    cosines, labels = random_cosines()
+    logits = am_softmax_logits(cosines, labels, scale=10.0, margin=torch.linspace(0.1, 0.7, K))
+    expected = 10.0 * cosines
+    expected[torch.arange(B), labels] -= 10.0 * torch.linspace(0.1, 0.7, K)[labels]
+    assert torch.allclose(logits, expected, atol=1e-6)
+
+
+def test_am_softmax_options_gradcheck_float64():
+    cosines = (torch.rand(4, K, dtype=torch.float64) * 2 - 1).requires_grad_()
+    labels = torch.randint(0, K, (4,))
+    margins, weights = torch.rand(K, dtype=torch.float64) * 0.4, torch.rand(K, dtype=torch.float64) + 0.5
+    assert torch.autograd.gradcheck(lambda c: am_softmax_loss(c, labels, scale=5.0, margin=margins, label_smoothing=0.2,
+                                                              class_weights=weights), (cosines,))
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(margin=torch.ones(K + 1)), r"margin must be a \(K,\)"),
+    (dict(class_weights=-torch.ones(K)), "class_weights must be finite, non-negative"),
+    (dict(label_smoothing=1.5), "label_smoothing must be in"),
+])
+def test_am_softmax_option_errors(kwargs, message):
+    cosines, labels = random_cosines()
+    options = {"margin": 0.35, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        am_softmax_loss(cosines, labels, scale=10.0, **options)
+
+
+def test_ldam_margins():
+    counts = [4000, 430, 4100, 7200, 4800, 3200, 5000]  # FER2013-like imbalance
+    margins = ldam_margins(counts, 0.35)
+    naive = [0.35 * (430 / n) ** 0.25 for n in counts]
+    assert margins.tolist() == pytest.approx(naive, rel=1e-6)
+    assert margins.max().item() == pytest.approx(0.35) and margins.argmax().item() == 1, "the rarest class gets m"
+    ratio = (margins[1] / margins[3]).item()
+    assert ratio == pytest.approx((7200 / 430) ** 0.25, rel=1e-6), "m_j proportional to n_j^(-1/4)"
+    assert torch.allclose(ldam_margins([50] * K, 0.35), torch.full((K,), 0.35)), "uniform counts: margin m everywhere"
+    with pytest.raises(ValueError, match="positive counts"):
+        ldam_margins([10, 0, 5], 0.35)
+
+
+def test_deferred_class_weights():
+    counts = [4000, 430, 4100, 7200, 4800, 3200, 5000]
+    assert deferred_class_weights(counts, epoch=9, start_epoch=10) is None, "no weights before the deferred epoch"
+    weights = deferred_class_weights(counts, epoch=10, start_epoch=10)
+    naive = torch.tensor([(1 - 0.9999) / (1 - 0.9999 ** n) for n in counts], dtype=torch.float64)
+    assert weights.tolist() == pytest.approx((naive / naive.sum() * K).tolist(), rel=1e-6)
+    assert weights.sum().item() == pytest.approx(K) and weights.argmax().item() == 1, "rare classes weigh more"
+    assert torch.allclose(deferred_class_weights([80] * K, 3, 1), torch.ones(K)), "uniform counts: weights of ones"
+    assert torch.allclose(deferred_class_weights(counts, 3, 1, beta=0.0), torch.ones(K)), "beta 0: weights of ones"
+
+
+def test_cosine_distance_loss_passes_smoothing_margins_and_weights_to_its_am_softmax_part():
+    embeddings, labels = torch.randn(B, D), torch.randint(0, K, (B,))
+    cosines = torch.rand(B, K) * 2 - 1
+    margins, weights = ldam_margins([30, 5, 30, 60, 40, 30, 40], 0.35), torch.rand(K) + 0.5
+    loss = CosineDistanceLoss(K, D, margin=margins, label_smoothing=0.1, class_weights=weights).eval()
+    plain = CosineDistanceLoss(K, D).eval()
+    plain.centers.copy_(loss.centers)
+    island_part = plain(embeddings, cosines, labels) - am_softmax_loss(cosines, labels, scale=10.0, margin=0.35)
+    expected = am_softmax_loss(cosines, labels, scale=10.0, margin=margins, label_smoothing=0.1, class_weights=weights)
+    assert torch.allclose(loss(embeddings, cosines, labels), expected + island_part, atol=1e-6)
+    assert "margin" not in loss.state_dict() and "class_weights" not in loss.state_dict(), "recomputed, not saved"
+    loss.class_weights = None  # deferred re-weighting switches weights on and off
+    expected = am_softmax_loss(cosines, labels, scale=10.0, margin=margins, label_smoothing=0.1)
+    assert torch.allclose(loss(embeddings, cosines, labels), expected + island_part, atol=1e-6)
+
+
+def test_dominant_labels():
+    a, b = torch.tensor([0, 1, 2]), torch.tensor([3, 4, 5])
+    assert dominant_labels(a, None, 1.0) is a
+    assert torch.equal(dominant_labels(a, b, 0.7), a) and torch.equal(dominant_labels(a, b, 0.5), a)
+    assert torch.equal(dominant_labels(a, b, 0.3), b)
+
+
+@pytest.mark.parametrize("lam", [0.3, 0.8])
+def test_cosine_distance_loss_mixed_labels_rule(lam):
+    """AM-Softmax part lam-weighted over both labels (margin on each term's target); intra and delta rule on the
+    dominant label only."""
+    embeddings, cosines = torch.randn(B, D), torch.rand(B, K) * 2 - 1
+    labels_a, labels_b = torch.randint(0, K, (B,)), torch.randint(0, K, (B,))
+    dominant = labels_a if lam >= 0.5 else labels_b
+    mixed, reference = CosineDistanceLoss(K, D), CosineDistanceLoss(K, D)
+    reference.centers.copy_(mixed.centers)
+    got = mixed(embeddings, cosines, labels_a, labels_b, lam)
+    on_dominant = reference(embeddings, cosines, dominant)  # moves its centers with the dominant labels
+    am = lambda y: am_softmax_loss(cosines, y, scale=10.0, margin=0.35)  # noqa: E731
+    expected = on_dominant - am(dominant) + lam * am(labels_a) + (1 - lam) * am(labels_b)
+    assert torch.allclose(got, expected, atol=1e-6)
+    assert torch.equal(mixed.centers, reference.centers), "the delta rule used the dominant labels"
+    unmixed = CosineDistanceLoss(K, D)
+    unmixed.centers.copy_(reference.centers)
+    again = CosineDistanceLoss(K, D)
+    again.centers.copy_(reference.centers)
+    assert torch.equal(unmixed(embeddings, cosines, labels_a, labels_b, 1.0), again(embeddings, cosines, labels_a))

@@ -14,8 +14,15 @@ from fer.config import AugmentConfig  # noqa: E402
 
 
 def build_augmentation(cfg: AugmentConfig, image_size: int) -> A.Compose:
-    """Training-time augmentation of uint8 gray faces (S, S); the reference recipe is rotation 10, shift 0.1, zoom 0.1, flip."""
-    steps = [A.HorizontalFlip(p=cfg.hflip)]
+    """Training-time augmentation of uint8 gray faces (S, S); the reference recipe is rotation 10, shift 0.1, zoom 0.1, flip.
+
+    Optional, off by default: random resized crop (crop_scale), brightness/contrast, random erasing (erase).
+    Batch-level mixup/cutmix live in fer/recipe.py (they mix tensors and labels, not single images).
+    """
+    steps = []
+    if cfg.crop_scale < 1:  # torchvision's RandomResizedCrop: a random area fraction and aspect ratio, resized back
+        steps.append(A.RandomResizedCrop(size=(image_size, image_size), scale=(cfg.crop_scale, 1.0), p=1.0))
+    steps.append(A.HorizontalFlip(p=cfg.hflip))
     if cfg.rotate or cfg.shift or cfg.scale:
         steps.append(A.Affine(rotate=(-cfg.rotate, cfg.rotate), translate_percent=(-cfg.shift, cfg.shift),
                               scale=(1 - cfg.scale, 1 + cfg.scale), border_mode=cv2.BORDER_REPLICATE, p=1.0))

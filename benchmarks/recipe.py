@@ -1,0 +1,251 @@
+#!/usr/bin/env python
+"""Recipe study (issue 13): every recipe option against today's recipe at the same budget, then docs/recipe.md.
+
+Each run is an ablation run (fer/ablation.py: same resumable grid, run.json records, evaluation protocol) of the base
+config plus one option's overrides; the budget is the same epoch count for every run, and every run records its CPU
+time, so the page shows what each option costs. Runs live in <root>/study/<dataset>/<variant>/seed<k>/; the
+schedule-length curve of one recipe in <root>/curve-<N>ep/. Meant to run in the background:
+
+    FER_DATA=/path/to/data nohup python benchmarks/recipe.py --epochs 15 --budget-minutes 600 > runs/recipe.log 2>&1 &
+    python benchmarks/recipe.py --combine ema,mixup,ldam_drw --seeds 0,1,2     # the finalists together
+    python benchmarks/recipe.py --curve 10,20,40,80 --curve-recipe ema+mixup    # accuracy against schedule length
+    python benchmarks/recipe.py --dry-run                                       # the runs still to do, and their time
+    python benchmarks/recipe.py --results-only --copy-records docs/runs/recipe  # copy the records to commit
+    python benchmarks/recipe.py --results-only --root docs/runs/recipe          # rebuild docs/recipe.md from them
+
+Selection never touches a test split: FER2013 keeps best.pt by PublicTest and reports PrivateTest; RAF-DB reports the
+final-epoch weights on its carved validation part. The distillation option runs on FER2013 only: the shipped RAF-DB
+model was trained on a validation carve of seed 0, so for other seeds it has seen their validation images.
+"""
+
+import argparse
+import json
+import logging
+import shlex
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from fer import ablation  # noqa: E402
+
+BASELINE = "baseline"
+TEACHERS = {"fer2013": "fer2013"}  # dataset -> shipped teacher (see the module docstring for RAF-DB)
+
+
+def recipe_options(epochs: int) -> dict[str, tuple[str, ...]]:
+    """Option name -> the overrides that switch it on over the base config, for a schedule of `epochs`."""
+    warmup = f"train.warmup_epochs={epochs / 10:g}"  # the first 10 % of the schedule
+    drw = f"train.defer_rebalance_epoch={min(epochs - 1, max(1, round(0.8 * epochs)))}"  # the last 20 % (Cao et al. 2019)
+    options = {
+        BASELINE: (),
+        "ema": ("train.ema_decay=0.999",),
+        "mixup": ("augment.mixup=0.2",),
+        "cutmix": ("augment.cutmix=1.0", "augment.mix_prob=0.5"),
+        "smoothing": ("loss.label_smoothing=0.1",),
+        "strong_aug": ("augment.crop_scale=0.6", "augment.brightness_contrast=0.5", "augment.erase=0.5"),
+        "adamw_warmup_cosine": ("train.schedule=cosine", warmup),
+        "sgd_warmup_cosine": ("train.optimizer=sgd", "train.lr=0.05", "train.weight_decay=0.0005",
+                              "train.schedule=cosine", warmup),
+        "ldam": ("loss.class_margins=ldam",),
+        "drw": (drw,),
+        "ldam_drw": ("loss.class_margins=ldam", drw),
+        "distill": ("train.teacher=TEACHER",),  # filled per dataset
+    }
+    if epochs < 2:  # deferred re-weighting needs an epoch before it
+        options = {name: values for name, values in options.items() if name not in ("drw", "ldam_drw")}
+    return options
+
+
+def combined(names: list[str], options: dict) -> tuple[str, tuple[str, ...]]:
+    """'a+b' and the overrides of a, then b (a later option wins on a shared key)."""
+    unknown = [name for name in names if name not in options]
+    if unknown:
+        raise ValueError(f"unknown recipe option(s) {', '.join(unknown)}; known: {', '.join(options)}")
+    return "+".join(names), tuple(o for name in names for o in options[name])
+
+
+def grid(datasets, seeds, epochs: int, names=None, combine=()) -> list[ablation.Run]:
+    """Seed-major runs of the base loss (cosine-distance) with each option (names: None = all) and each combination."""
+    options = recipe_options(epochs)
+    names = list(options) if names is None else list(names)
+    missing = [name for name in names if name not in options]
+    if missing:
+        raise ValueError(f"unknown recipe option(s) {', '.join(missing)}; known: {', '.join(options)}")
+    chosen = [(name, options[name]) for name in names] + [combined(list(parts), options) for parts in combine]
+    runs = []
+    for seed in seeds:
+        for dataset in datasets:
+            for name, overrides in chosen:
+                if any(o.startswith("train.teacher=") for o in overrides):
+                    if dataset not in TEACHERS:
+                        continue
+                    overrides = tuple(o.replace("TEACHER", TEACHERS[dataset]) for o in overrides)
+                runs.append(ablation.Run(dataset, "cosine_distance", "cosine", seed,
+                                         recipe="" if name == BASELINE else name, options=overrides))
+    return list(dict.fromkeys(runs))
+
+
+# ------------------------------------------------------------------------------------------------------------ markdown
+
+
+def _recipe(row: dict) -> str:
+    return row["run"].get("recipe") or BASELINE
+
+
+def _cpu_minutes(rows: list[dict]) -> str:
+    return f"{np.mean([row['cpu_s'] for row in rows]) / 60:.1f}" if rows else "–"
+
+
+def _study_table(rows: list[dict], dataset: str) -> list[str]:
+    these = [row for row in rows if row["run"]["dataset"] == dataset]
+    by_recipe = {}
+    for row in these:
+        by_recipe.setdefault(_recipe(row), []).append(row)
+    baseline = by_recipe.get(BASELINE, [])
+    lines = [f"### {ablation.DATASET_TITLES[dataset]} ({ablation.SPLIT_TITLES[dataset]})", "",
+             "| recipe | seeds | accuracy | macro-F1 | balanced accuracy | CPU min per run |",
+             "| --- | --- | ---: | ---: | ---: | ---: |"]
+    order = sorted(by_recipe, key=lambda name: (name != BASELINE, "+" in name, name))
+    lines += [f"| {name} | " + " | ".join(ablation._row_cells(by_recipe[name])) + f" | {_cpu_minutes(by_recipe[name])} |"
+              for name in order]
+    lines.append("")
+    if ablation._metric(baseline, "accuracy"):
+        for name in order:
+            found = by_recipe[name]
+            if name != BASELINE and ablation._metric(found, "accuracy"):
+                lines.append(f"- {name} against the baseline: "
+                             + ablation._against(found, baseline, ablation.BALANCED_METRICS) + ".")
+        lines.append("")
+    return lines
+
+
+def _curve_table(curves: dict[int, list[dict]]) -> list[str]:
+    if not curves:
+        return []
+    recipes = sorted({_recipe(row) for rows in curves.values() for row in rows})
+    lines = ["## Schedule length", "", f"Recipe(s): {', '.join(recipes)}; one root per epoch count.", "",
+             "| dataset | recipe | epochs | seeds | accuracy | macro-F1 | balanced accuracy | CPU min per run |",
+             "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: |"]
+    for dataset in ablation.REPORTED:
+        for name in recipes:
+            for epochs in sorted(curves):
+                found = [row for row in curves[epochs] if row["run"]["dataset"] == dataset and _recipe(row) == name]
+                if found:
+                    lines.append(f"| {ablation.DATASET_TITLES[dataset]} | {name} | {epochs} | "
+                                 + " | ".join(ablation._row_cells(found)) + f" | {_cpu_minutes(found)} |")
+    return lines + [""]
+
+
+def recipe_markdown(study: list[dict], curves: dict[int, list[dict]], root: str) -> str:
+    rows = study + [row for found in curves.values() for row in found]
+    lines = ["# Recipe study: each option against today's recipe at the same budget", "",
+             f"Generated by `benchmarks/recipe.py` from {len(rows)} finished run(s) under `{root}`; do not edit by hand. "
+             "Rebuild: `python benchmarks/recipe.py --results-only --root docs/runs/recipe`.", ""]
+    if not rows:
+        return "\n".join(lines + ["No finished runs yet.", ""])
+    commands = sorted({row["command"] for row in rows if row.get("command")})
+    lines += ["Commands (each skips the runs already finished):", ""] + [f"- `{c}`" for c in commands] + [""]
+    for text in sorted({json.dumps(row["settings"], sort_keys=True) for row in study}):
+        s = json.loads(text)
+        lines.append(f"Settings: base config `{s['base']}`, {s['epochs']} epoch(s) per run (the budget), training images "
+                     f"per class {'capped at ' + str(s['max_per_class']) if s['max_per_class'] else 'not capped'}.")
+    if any(row["settings"]["max_per_class"] or row["settings"]["epochs"] < 5 for row in rows):
+        lines.append("**Smoke settings (capped training set or under 5 epochs): these numbers show that the pipeline "
+                     "works, they say nothing about the options.**")
+    cpu = sum(row["cpu_s"] for row in rows)
+    threads = sorted({row.get("threads") for row in rows if row.get("threads")})
+    lines += ["", f"CPU time: {cpu / 3600:.2f} CPU-hours over {len(rows)} runs on "
+              f"{', '.join(map(str, threads)) or '?'} torch thread(s). Every run has the same epoch count; the CPU "
+              "minutes per run show what an option costs on top (distillation runs a teacher forward per batch).", "",
+              "Protocol: as the loss ablation (docs/results.md): FER2013 keeps the best-PublicTest epoch and reports "
+              "PrivateTest; RAF-DB reports the final-epoch weights on the validation part carved with the run's seed. "
+              "Loss: cosine-distance (s = 10, m = 0.35). Values: mean ± sample standard deviation over seeds, in %. "
+              "Option overrides: `benchmarks/recipe.py recipe_options`.", ""]
+    if study:
+        lines += ["## Options against the baseline", ""]
+        for dataset in ablation.REPORTED:
+            if any(row["run"]["dataset"] == dataset for row in study):
+                lines += _study_table(study, dataset)
+    return "\n".join(lines + _curve_table(curves))
+
+
+def curve_roots(root: Path) -> dict[int, Path]:
+    return {int(path.name[len("curve-"):-len("ep")]): path for path in sorted(root.glob("curve-*ep")) if path.is_dir()}
+
+
+def collect_study(root: str | Path) -> tuple[list[dict], dict[int, list[dict]]]:
+    """(finished study runs, {epochs: finished curve runs}) under root."""
+    root = Path(root)
+    curves = {epochs: ablation.collect(folder) for epochs, folder in curve_roots(root).items()}
+    return (ablation.collect(root / "study") if (root / "study").is_dir() else []), curves
+
+
+def write_markdown(root: str | Path, path: str | Path) -> str:
+    text = recipe_markdown(*collect_study(root), str(root))
+    Path(path).write_text(text)
+    return text
+
+
+def numbers(kind):
+    return lambda text: tuple(kind(part) for part in text.split(",") if part.strip())
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--root", default="runs/recipe")
+    p.add_argument("--base", default="configs/fer2013_mini_xception_cosine.yaml", help="today's recipe")
+    p.add_argument("--datasets", type=lambda t: tuple(t.split(",")), default=("fer2013", "rafdb"))
+    p.add_argument("--seeds", type=numbers(int), default=(0, 1, 2))
+    p.add_argument("--epochs", type=int, default=15, help="the budget: epochs of every study run")
+    p.add_argument("--options", type=lambda t: [n for n in t.split(",") if n], help="only these options (default all)")
+    p.add_argument("--combine", action="append", default=[], type=lambda t: t.split(","),
+                   help="also run these options together, e.g. ema,mixup (repeatable); names them ema+mixup")
+    p.add_argument("--curve", type=numbers(int), default=(), help="epoch counts of the schedule-length curve")
+    p.add_argument("--curve-recipe", default=BASELINE, help="the option (or a+b combination) the curve runs")
+    p.add_argument("--max-per-class", type=int, help="cap training images per class (smoke runs)")
+    p.add_argument("--budget-minutes", type=float, help="do not start a run that would end after this much wall time")
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--data-root")
+    p.add_argument("--results", default="docs/recipe.md")
+    p.add_argument("--results-only", action="store_true")
+    p.add_argument("--copy-records", metavar="DIR", help="copy each run's run.json and eval/report.json to DIR")
+    p.add_argument("--dry-run", action="store_true")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)
+    root = Path(args.root)
+    if not args.results_only:
+        if args.curve:  # one recipe (an option or an a+b combination) at each schedule length
+            parts = args.curve_recipe.split("+")
+            names, combine = (parts, []) if len(parts) == 1 else ([], [parts])
+            jobs = [(root / f"curve-{n}ep", n, grid(args.datasets, args.seeds, n, names, combine)) for n in args.curve]
+        else:
+            jobs = [(root / "study", args.epochs, grid(args.datasets, args.seeds, args.epochs, args.options,
+                                                       args.combine))]
+        command = "python benchmarks/recipe.py " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
+        for folder, epochs, runs in jobs:
+            if args.dry_run:
+                finished = ablation.collect(folder) if folder.is_dir() else []
+                done = {row["name"] for row in finished}
+                todo = [run for run in runs if run.name not in done]
+                seconds = [ablation.estimate_seconds(run, finished, epochs, args.max_per_class) for run in todo]
+                for run, s in zip(todo, seconds):
+                    print(f"{folder.name}/{run.name:60s} ~{s / 60:5.1f} min")
+                print(f"{folder.name}: {len(todo)} of {len(runs)} runs to do, about {sum(seconds) / 3600:.1f} wall-hours")
+                continue
+            ablation.run_grid(runs, args.base, folder, epochs, args.max_per_class, args.data_root, args.budget_minutes,
+                              args.threads, command)
+        if args.dry_run:
+            return 0
+    if args.copy_records:
+        ablation.copy_records(root, args.copy_records)
+    write_markdown(root, args.results)
+    print(f"wrote {args.results} from the finished runs under {root}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""Recipe study runner (benchmarks/recipe.py) bookkeeping without training: grid, per-run configs, docs/recipe.md."""
+
+import dataclasses
+import importlib.util
+
+import pytest
+import yaml
+
+from fer import ablation
+from fer.config import config_to_dict
+from fer.data.paths import REPO_ROOT
+from fer.train import check_compatible
+
+BASE = REPO_ROOT / "configs" / "fer2013_mini_xception_cosine.yaml"
+spec = importlib.util.spec_from_file_location("recipe_study", REPO_ROOT / "benchmarks" / "recipe.py")
+study = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(study)
+
+
+def test_grid_has_every_option_once_per_dataset_and_seed():
+    runs = study.grid(("fer2013", "rafdb"), seeds=(0, 1), epochs=15, combine=[["ema", "mixup"]])
+    options = study.recipe_options(15)
+    per_seed = 2 * (len(options) + 1) - 1  # every option and the combination on both datasets; distill on FER2013 only
+    assert len(runs) == 2 * per_seed and len({run.name for run in runs}) == len(runs)
+    assert all(run.seed == 0 for run in runs[:per_seed]), "seed-major"
+    names = {run.name for run in runs}
+    assert "fer2013/cosine_distance-s10-m0.35/seed0" in names, "the baseline is the ablation's reference run name"
+    assert "rafdb/cosine_distance-s10-m0.35-ema+mixup/seed1" in names
+    assert "fer2013/cosine_distance-s10-m0.35-distill/seed0" in names
+    assert not any("rafdb" in name and "distill" in name for name in names)
+    with pytest.raises(ValueError, match="unknown recipe option"):
+        study.grid(("rafdb",), (0,), 15, names=["emma"])
+    assert study.grid(("rafdb",), (0,), 15, names=[], combine=[["ema", "ldam"]])[0].recipe == "ema+ldam"
+
+
+def test_each_run_changes_only_its_options_keys(tmp_path):
+    base_raw = yaml.safe_load(BASE.read_text())
+    runs = study.grid(("fer2013",), (0,), epochs=15, combine=[["strong_aug", "sgd_warmup_cosine"]])
+    baseline = config_to_dict(ablation.run_config(base_raw, runs[0], 15, tmp_path))
+    assert runs[0].recipe == "" and runs[0].options == ()
+    for run in runs[1:]:
+        cfg = ablation.run_config(base_raw, run, 15, tmp_path)
+        check_compatible(cfg)
+        changed = {f"{section}.{key}" for section, values in config_to_dict(cfg).items() for key, value in values.items()
+                   if baseline[section][key] != value}
+        wanted = {option.split("=")[0] for option in run.options}
+        assert changed and changed <= wanted, (run.recipe, changed, wanted)  # an option equal to the base changes nothing
+    assert ablation.run_config(base_raw, runs[-1], 15, tmp_path).train.optimizer == "sgd"
+
+
+def fake_row(run, accuracy, epochs=15, cpu_s=120.0):
+    return {"name": run.name, "run": dataclasses.asdict(run), "settings": ablation.settings(BASE, epochs, None),
+            "command": "python benchmarks/recipe.py --test", "threads": 1, "accuracy": accuracy,
+            "macro_f1": accuracy - 0.1, "balanced_accuracy": accuracy - 0.05, "cpu_s": cpu_s, "wall_s": cpu_s}
+
+
+def test_markdown_compares_each_option_with_the_baseline_and_tabulates_the_curve():
+    rows = []
+    for seed, shift in enumerate((0.0, 0.01, 0.02)):
+        for run in study.grid(("rafdb",), (seed,), 15, names=["baseline", "ema"]):
+            rows.append(fake_row(run, 0.70 + shift + (0.05 if run.recipe == "ema" else 0.0)))
+    curve_run = study.grid(("rafdb",), (0,), 30, names=["ema"])[0]
+    text = study.recipe_markdown(rows, {30: [fake_row(curve_run, 0.8, epochs=30, cpu_s=240.0)]}, "runs/recipe")
+    assert "| baseline | 0, 1, 2 | 71.00 ± 1.00 | 61.00 ± 1.00 | 66.00 ± 1.00 | 2.0 |" in text
+    assert "| ema | 0, 1, 2 | 76.00 ± 1.00 |" in text
+    assert "- ema against the baseline: accuracy 76.00 ± 1.00 % against 71.00 ± 1.00 %: +5.00 pp, more than twice" in text
+    assert "| RAF-DB | ema | 30 | 0 | 80.00 | 70.00 | 75.00 | 4.0 |" in text
+    assert "Smoke settings" not in text
+    assert "No finished runs yet" in study.recipe_markdown([], {}, "x")
+
+
+def test_committed_recipe_page_is_rebuilt_from_the_committed_records():
+    expected = study.recipe_markdown(*study.collect_study(REPO_ROOT / "docs" / "runs" / "recipe"), "docs/runs/recipe")
+    assert (REPO_ROOT / "docs" / "recipe.md").read_text() == expected, \
+        "docs/recipe.md is stale: python benchmarks/recipe.py --results-only --root docs/runs/recipe"
