@@ -123,6 +123,7 @@ def add_preprocess(sub):
     p.add_argument("src", help="raw dataset: SRC/<class>/*.jpg")
     p.add_argument("dst", help="output: DST/<class>/*.png crops + DST/manifest.csv (rerun to resume)")
     p.add_argument("--size", type=int, default=48, help="crop size in pixels (default 48, the models' input)")
+    p.add_argument("--channels", type=int, choices=(1, 3), default=1, help="1: gray crops (default), 3: colour crops")
     p.add_argument("--class-map", help="folder=class pairs, e.g. anger=angry,happiness=happy")
     p.add_argument("--detector", choices=("auto", "yunet", "haar"), default="auto")
     p.add_argument("--yunet-model", help="path to face_detection_yunet_2023mar.onnx")
@@ -136,7 +137,7 @@ def cmd_preprocess(args) -> int:
 
     detector = FaceDetector(args.detector, model_path=args.yunet_model)
     summary = preprocess_folder(args.src, args.dst, detector, size=args.size,
-                                class_map=parse_class_map(args.class_map) or None)
+                                class_map=parse_class_map(args.class_map) or None, channels=args.channels)
     print(json.dumps(summary, indent=2, default=str))
     return 0
 

@@ -3,15 +3,17 @@
 import numpy as np
 import torch
 
-from fer.checkpoint import load_model
-from fer.data.transforms import to_tensor
+from fer.checkpoint import input_shape, load_model
+from fer.data.transforms import check_faces, to_tensor
 
 
 class Classifier:
-    def __init__(self, model: torch.nn.Module, class_names, input_size: int, prob_scale: float, source: str = ""):
+    def __init__(self, model: torch.nn.Module, class_names, input_size: int, prob_scale: float, source: str = "",
+                 channels: int = 1):
         self.model = model.eval().to(memory_format=torch.channels_last)
         self.class_names = tuple(class_names)
         self.input_size = input_size
+        self.channels = channels  # 1: gray faces (N, S, S); 3: BGR faces (N, S, S, 3)
         self.prob_scale = prob_scale  # s for cosine heads (probs = softmax(s * cos)), 1 for logits
         self.source = source
 
@@ -20,19 +22,18 @@ class Classifier:
         """checkpoint: None (the shipped default), a shipped model name ('fer2013', 'rafdb') or a path."""
         model, ckpt = load_model(checkpoint)
         spec = ckpt["model_spec"]
-        return cls(model, ckpt["class_names"], spec["image_size"], spec["prob_scale"], ckpt["path"])
+        size, channels = input_shape(spec)
+        return cls(model, ckpt["class_names"], size, spec["prob_scale"], ckpt["path"], channels)
 
     @torch.inference_mode()
     def outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """x (B, 1, S, S) float -> embeddings (B, D), probs (B, K)."""
+        """x (B, C, S, S) float -> embeddings (B, D), probs (B, K)."""
         embeddings, outputs = self.model.forward_both(x.contiguous(memory_format=torch.channels_last))
         return embeddings, torch.softmax(outputs.float() * self.prob_scale, dim=1)
 
     def predict(self, faces: np.ndarray) -> np.ndarray:
-        """faces uint8 (N, S, S) -> probabilities float32 (N, K)."""
-        faces = np.asarray(faces)
-        if faces.ndim != 3 or faces.shape[1:] != (self.input_size, self.input_size) or faces.dtype != np.uint8:
-            raise ValueError(f"faces must be uint8 (N, {self.input_size}, {self.input_size}), got {faces.dtype} {faces.shape}")
+        """faces uint8 (N, S, S) gray or (N, S, S, 3) BGR, as the checkpoint says -> probabilities float32 (N, K)."""
+        faces = check_faces(faces, self.input_size, self.channels)
         if len(faces) == 0:
             return np.zeros((0, len(self.class_names)), np.float32)
         return self.outputs(to_tensor(faces))[1].numpy()

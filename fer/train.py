@@ -145,7 +145,7 @@ def train(cfg: Config, data_root=None, resume: bool = False, progress: bool = Tr
         raise ValueError(f"train set has {len(train_faces)} images, fewer than one batch of {t.batch_size}")
 
     spec = model_spec(cfg.model.name, num_classes, cfg.model.head, cfg.model.width, cfg.data.image_size,
-                      cfg.loss.scale if cfg.model.head == "cosine" else 1.0)
+                      cfg.loss.scale if cfg.model.head == "cosine" else 1.0, cfg.data.channels)
     model = build_model(spec)
     if t.channels_last:
         model = model.to(memory_format=torch.channels_last)

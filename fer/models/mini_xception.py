@@ -1,6 +1,8 @@
 """mini-Xception (Arriaga et al. 2017, arXiv 1710.07557; oarriaga/face_classification src/models/cnn.py).
 
-Faithful to the Keras original: 56,951 trainable parameters with the Keras head for 7 classes.
+Faithful to the Keras original: 56,951 trainable parameters with the Keras head for 7 classes on gray input (3-channel
+input adds 144 weights to the first convolution). Fully convolutional with global average pooling, so any input size from
+40 px up works: the two unpadded 3x3 convolutions take 4 px, each of the four modules halves the rest (rounding up).
 Keras BatchNormalization defaults (momentum 0.99, eps 1e-3) map to PyTorch momentum=0.01, eps=1e-3.
 """
 
