@@ -85,3 +85,25 @@ def test_every_model_takes_every_input_size_and_channel_count(name, channels, si
     assert torch.isfinite(embeddings).all() and torch.isfinite(outputs).all()
     with pytest.raises(RuntimeError):  # a gray batch into a colour stem (and back) is refused by the convolution
         model(torch.randn(2, 4 - channels, size, size))
+
+
+@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("size", [40, 64, 112])
+def test_channels_last_backward_at_every_size(name, size):
+    """Training runs channels-last; at 60 px and up a oneDNN crash in mini-Xception's strided shortcut is avoided."""
+    torch.manual_seed(0)
+    model = create_model(name, 7, head="cosine", in_channels=3).to(memory_format=torch.channels_last)
+    x = torch.randn(8, 3, size, size).contiguous(memory_format=torch.channels_last)
+    embeddings, outputs = model.forward_both(x)
+    (outputs.sum() + embeddings.sum()).backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_mini_xception_subsampled_shortcut_equals_the_strided_convolution():
+    from fer.models.mini_xception import STRIDED_SHORTCUT_MAX_SIDE, XceptionModule
+
+    torch.manual_seed(0)
+    module = XceptionModule(8, 16).eval()
+    for side in (STRIDED_SHORTCUT_MAX_SIDE + 1, 61, 108):
+        x = torch.randn(2, 8, side, side)
+        assert torch.allclose(module.shortcut(x), module.residual(x), atol=1e-6), side
