@@ -15,10 +15,11 @@ import pytest
 from fer import tta
 from fer.checkpoint import input_shape, load_checkpoint, load_model
 from fer.config import DataConfig, config_from_dict
-from fer.data.splits import load_eval_split
+from fer.data import readers
 from fer.evaluate import evaluate
 from fer.face import FaceDetector, align_face, read_image
 from fer.inference import Classifier
+from fer.labels import FER2013_CLASSES
 from fer.live import run_live
 from fer.predict import predict_images
 from fer.train import train
@@ -69,15 +70,20 @@ def test_checkpoint_records_size_and_channels_and_rebuilds_a_colour_stem(colour_
 
 def test_evaluate_reads_colour_faces_of_the_checkpoints_size(colour_run, data_root, tmp_path):
     _, result = colour_run
+    rafdb = readers.read_rafdb(data_root / "rafdb", "train", 100, channels=3)  # the files as shipped, 100 px colour
+    for label, name in enumerate(FER2013_CLASSES):  # a small real RAF-DB test tree: 4 faces per class
+        (tmp_path / "faces" / name).mkdir(parents=True)
+        for path in np.array(rafdb.paths)[rafdb.labels == label][:4]:
+            shutil.copy(path, tmp_path / "faces" / name)
     # The data config says nothing about size or colour (defaults 48 / 1): evaluate must take both from the checkpoint.
-    report = evaluate(result["best"], DataConfig(dataset="rafdb"), "val", tmp_path / "eval", data_root=data_root)
-    assert report["checkpoint"]["model"]["channels"] == 3 and report["n_samples"] > 1200
-    faces = load_eval_split(DataConfig(dataset="rafdb", image_size=SIZE, channels=3), "val", seed=0, root=data_root)
-    probs = Classifier.load(result["best"]).predict(faces.images)
-    assert report["n_samples"] == len(faces)
+    report = evaluate(result["best"], DataConfig(dataset="folder", path=str(tmp_path / "faces")), None, tmp_path / "eval")
+    assert report["checkpoint"]["model"]["channels"] == 3 and report["n_samples"] == 28
+    faces = readers.read_class_folder(tmp_path / "faces", size=SIZE, channels=3)
+    classifier = Classifier.load(result["best"])
+    probs = classifier.predict(faces.images)
     assert abs(report["accuracy"] - float(np.mean(probs.argmax(1) == faces.labels))) < 1e-9
-    _, tencrop = tta.predict_faces(Classifier.load(result["best"]), faces.images[:8], "tencrop")  # 10 colour views each
-    assert tencrop.shape == (8, 7) and np.allclose(tencrop.sum(1), 1, atol=1e-5)
+    _, tencrop = tta.predict_faces(classifier, faces.images, "tencrop")  # 10 colour views each
+    assert tencrop.shape == (28, 7) and np.allclose(tencrop.sum(1), 1, atol=1e-5)
 
 
 def test_predict_aligns_colour_crops_for_a_colour_model(colour_run, detector, shared):
