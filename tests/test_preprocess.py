@@ -106,3 +106,13 @@ def test_colour_crops_of_the_requested_size(tree, detector):
             crop = cv2.imread(str(dst / row["crop"]), cv2.IMREAD_UNCHANGED)
             assert crop.shape == (100, 100, 3), (row["crop"], crop.shape)
             assert np.abs(crop[..., 0].astype(int) - crop[..., 2].astype(int)).mean() > 1, "colour photos give colour crops"
+
+
+def test_cli_takes_channels_beside_size():
+    from fer.cli import build_parser
+
+    args = build_parser().parse_args(["preprocess", "src", "dst", "--size", "100", "--channels", "3"])
+    assert (args.size, args.channels) == (100, 3)
+    assert build_parser().parse_args(["preprocess", "src", "dst"]).channels == 1, "gray by default"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["preprocess", "src", "dst", "--channels", "2"])
