@@ -1,4 +1,4 @@
-"""Turn a class-folder dataset of raw photos into aligned gray face crops plus a manifest, once.
+"""Turn a class-folder dataset of raw photos into aligned face crops (gray or colour) plus a manifest, once.
 
 Input:  src_root/<class>/<file>.{jpg,jpeg,png,bmp,tif,tiff,webp} (one level; extensions in any case).
 Output: dst_root/<class>/<stem>.png (uint8 size x size, gray for channels 1 or colour for channels 3, the input of the
