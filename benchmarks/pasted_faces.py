@@ -29,7 +29,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from fer.face.align import alignment_matrix, box_matrix, warp_gray  # noqa: E402
+from fer.face.align import alignment_matrix, box_matrix, warp_face  # noqa: E402
 from fer.face.detect import FaceDetector  # noqa: E402
 
 SHARED = Path(os.environ.get("FER_SHARED", REPO.parent / "shared"))
@@ -232,7 +232,7 @@ def main():
         errs, maes, crops = [], [], []
         for i, frame, g, f in group:
             mat = make(f, g)
-            crop = warp_gray(frame, mat, SIZE)
+            crop = warp_face(frame, mat, SIZE)
             errs.append(framing_error(mat, g))
             maes.append(np.abs(crop.astype(np.float32) - faces[i]).mean())
             crops.append(crop)

@@ -61,13 +61,20 @@ def atomic_save(obj, path: str | Path) -> None:
         raise
 
 
-def model_spec(name: str, num_classes: int, head: str, width: int, image_size: int, prob_scale: float) -> dict:
+def model_spec(name: str, num_classes: int, head: str, width: int, image_size: int, prob_scale: float,
+               channels: int = 1) -> dict:
     return {"name": name, "num_classes": num_classes, "head": head, "width": width, "image_size": image_size,
-            "prob_scale": prob_scale}
+            "prob_scale": prob_scale, "channels": channels}
+
+
+def input_shape(spec: dict) -> tuple[int, int]:
+    """(image_size, channels) a checkpoint's model takes; checkpoints from before colour input have no 'channels': gray."""
+    return int(spec["image_size"]), int(spec.get("channels", 1))
 
 
 def build_model(spec: dict) -> nn.Module:
-    return create_model(spec["name"], spec["num_classes"], head=spec["head"], width=spec["width"])
+    return create_model(spec["name"], spec["num_classes"], head=spec["head"], width=spec["width"],
+                        in_channels=input_shape(spec)[1])
 
 
 def _read(path: Path) -> dict:

@@ -136,6 +136,7 @@ def add_preprocess(sub):
     p.add_argument("src", help="raw dataset: SRC/<class>/*.jpg")
     p.add_argument("dst", help="output: DST/<class>/*.png crops + DST/manifest.csv (rerun to resume)")
     p.add_argument("--size", type=int, default=48, help="crop size in pixels (default 48, the models' input)")
+    p.add_argument("--channels", type=int, choices=(1, 3), default=1, help="1: gray crops (default), 3: colour crops")
     p.add_argument("--class-map", help="folder=class pairs, e.g. anger=angry,happiness=happy")
     p.add_argument("--detector", choices=DETECTORS, default="yunet", help="yunet (shipped; default) or haar")
     p.add_argument("--yunet-model", help="another YuNet ONNX file (else env FER_YUNET_MODEL, else the shipped copy)")
@@ -149,7 +150,7 @@ def cmd_preprocess(args) -> int:
 
     detector = FaceDetector(args.detector, model_path=args.yunet_model)
     summary = preprocess_folder(args.src, args.dst, detector, size=args.size,
-                                class_map=parse_class_map(args.class_map) or None)
+                                class_map=parse_class_map(args.class_map) or None, channels=args.channels)
     print(json.dumps(summary, indent=2, default=str))
     return 0
 

@@ -26,6 +26,7 @@ class DataConfig:
     class_map: dict[str, str] = field(default_factory=dict)
     exclude_unknown: bool = False  # folder layout: drop (and count) classes the model does not know
     dedup_train: bool = False  # drop train images that have a byte-identical copy in the test split
+    channels: int = 1  # 1: gray faces; 3: BGR colour faces (gray-at-source datasets such as FER2013 are replicated)
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,10 @@ CHOICES = {
     "train.optimizer": ("adam", "adamw", "sgd"),
     "train.schedule": ("onecycle", "cosine", "plateau", "none"),
     "loss.class_margins": ("none", "ldam"),
+    "data.channels": (1, 3),
 }
+# Inclusive bounds: the sizes the models are tested at (tests/test_models.py); 40 px leaves a 3x3 map after the stages.
+BOUNDS = {"data.image_size": (40, 112)}
 POSITIVE = {"data.image_size", "model.width", "loss.scale", "train.epochs", "train.batch_size", "train.lr", "train.eval_batch_size", "train.checkpoint_every",
             "data.max_per_class", "train.max_steps", "augment.crop_scale", "train.distill_temperature"}
 NON_NEGATIVE = {"loss.margin", "loss.lambda_island", "loss.lambda1", "loss.alpha", "train.weight_decay", "train.momentum",
@@ -153,7 +157,9 @@ def _check_range(key: str, value, where: str):
     if value is None:
         return
     if key in CHOICES and value not in CHOICES[key]:
-        raise ConfigError(f"{where}: {value!r} is not one of {', '.join(CHOICES[key])}")
+        raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(str, CHOICES[key]))}")
+    if key in BOUNDS and not BOUNDS[key][0] <= value <= BOUNDS[key][1]:
+        raise ConfigError(f"{where}: must be in [{BOUNDS[key][0]}, {BOUNDS[key][1]}], got {value!r}")
     if key in POSITIVE and value <= 0:
         raise ConfigError(f"{where}: must be > 0, got {value!r}")
     if key in NON_NEGATIVE and value < 0:

@@ -29,6 +29,7 @@ from fer.config import Config, DataConfig
 from fer.data.paths import dataset_path
 from fer.data.readers import IMAGE_SUFFIXES, FaceSet
 from fer.data.splits import SPLITS, load_eval_split
+from fer.data.transforms import face_shape
 from fer.labels import COMMON_ALIASES
 
 log = logging.getLogger(__name__)
@@ -131,10 +132,11 @@ def _check_exclusions_used(faces: FaceSet, exclude, class_map: dict[str, str]) -
                          f"(classes: {', '.join(faces.class_names)})")
 
 
-def read_photos(folder: str | Path, model_classes, size: int, class_map: dict[str, str], detector) -> tuple[FaceSet, np.ndarray]:
+def read_photos(folder: str | Path, model_classes, size: int, class_map: dict[str, str], detector,
+                channels: int = 1) -> tuple[FaceSet, np.ndarray]:
     """Class-folder tree of raw photos -> (aligned faces, no_face mask (N,) bool).
 
-    The largest detected face of each photo is aligned to (size, size); a photo without a face keeps an all-zero
+    The largest detected face of each photo is aligned to (size, size), gray or BGR (channels 1 or 3); a photo without a face keeps an all-zero
     placeholder and is flagged in no_face (the caller counts it as a wrong prediction). Unreadable files are skipped.
     """
     from fer.face import align_face, read_image
@@ -162,15 +164,15 @@ def read_photos(folder: str | Path, model_classes, size: int, class_map: dict[st
         multiple += len(found) > 1
         if found:
             face = max(found, key=lambda f: f.box[2] * f.box[3])  # the photo's subject: the largest face
-            images.append(align_face(image_bgr, face, size))
+            images.append(align_face(image_bgr, face, size, channels=channels))
         else:
-            images.append(np.zeros((size, size), np.uint8))
+            images.append(np.zeros(face_shape(size, channels), np.uint8))
         no_face.append(not found)
         labels.append(label)
         paths.append(path)
     if multiple:
         log.info("%s: %d photo(s) with several faces; the largest face was used", folder, multiple)
-    stacked = np.stack(images) if images else np.zeros((0, size, size), np.uint8)
+    stacked = np.stack(images) if images else np.zeros((0, *face_shape(size, channels)), np.uint8)
     faces = FaceSet(stacked, np.asarray(labels, np.int64), paths, tuple(model_classes), skipped, dict(excluded),
                     f"photos:{folder}")
     return faces, np.asarray(no_face, dtype=bool)
@@ -233,7 +235,7 @@ def evaluate(checkpoint: str | Path | None, data_cfg: DataConfig, split: str | N
     """Evaluate a checkpoint (None: the shipped default, a name or a path) on one split; write the report into out_dir.
 
     data_cfg names the dataset, its location (path), class_map and, for folders, exclude_unknown (unknown class folders
-    dropped and counted without being listed in exclude_classes). The image size is always the model's.
+    dropped and counted without being listed in exclude_classes). Image size and channels are always the model's.
     split None: the dataset's test split. seed: carving of a 'val' split (None: the checkpoint's training seed).
     backend: torch, onnxruntime or opencv (fer.backends); checkpoint may then also be a fer .onnx file.
     Returns the report dict (also written as report.json).
@@ -253,13 +255,14 @@ def evaluate(checkpoint: str | Path | None, data_cfg: DataConfig, split: str | N
     classifier = load_classifier(checkpoint, backend)
     ckpt, spec = classifier.checkpoint, classifier.checkpoint["model_spec"]
     model_classes = tuple(classifier.class_names)
+    size, channels = classifier.input_size, classifier.channels
     trained = ckpt.get("config") or {}
     same_dataset = trained.get("data", {}).get("dataset") == data_cfg.dataset
     if seed is None:
         seed = trained.get("train", {}).get("seed", 0) if same_dataset else 0
     if split == "val" and same_dataset:  # recarve exactly the validation part the model was selected on
         data_cfg = dataclasses.replace(data_cfg, val_fraction=trained["data"]["val_fraction"])
-    data_cfg = dataclasses.replace(data_cfg, image_size=classifier.input_size, max_per_class=None)
+    data_cfg = dataclasses.replace(data_cfg, image_size=size, channels=channels, max_per_class=None)  # the model's input
     location = dataset_path(data_cfg.dataset, data_cfg.path, data_root)
 
     if dedup_clean and split in ("train", "val"):
@@ -340,7 +343,8 @@ def _read_photo_split(data_cfg: DataConfig, split: str, location: Path, model_cl
     except ImportError as error:
         raise ValueError(f"--detect-faces needs the face stage (fer.face.detect, fer.face.align): {error}") from error
     folder = location / split if (location / split).is_dir() else location
-    return read_photos(folder, model_classes, data_cfg.image_size, data_cfg.class_map, FaceDetector())
+    return read_photos(folder, model_classes, data_cfg.image_size, data_cfg.class_map, FaceDetector(),
+                       data_cfg.channels)
 
 
 def evaluate_after_training(cfg: Config, checkpoint_path: str | Path, data_root: str | Path | None = None) -> dict:

@@ -8,17 +8,8 @@ outputs(x float (B, C, S, S)) -> (embeddings (B, D), probs (B, K)) as torch tens
 import numpy as np
 import torch
 
-from fer.checkpoint import load_model
-from fer.data.transforms import to_tensor
-
-
-def check_faces(faces, size: int, channels: int) -> np.ndarray:
-    """uint8 (N, S, S) for gray models, (N, S, S, 3) BGR for colour ones; ValueError naming the shape otherwise."""
-    faces = np.asarray(faces)
-    shape = (size, size) if channels == 1 else (size, size, channels)
-    if faces.dtype != np.uint8 or faces.ndim != len(shape) + 1 or faces.shape[1:] != shape:
-        raise ValueError(f"faces must be uint8 (N, {', '.join(map(str, shape))}), got {faces.dtype} {faces.shape}")
-    return faces
+from fer.checkpoint import input_shape, load_model
+from fer.data.transforms import check_faces, to_tensor
 
 
 def predict_probs(classifier, faces) -> np.ndarray:
@@ -35,7 +26,7 @@ class Classifier:
         self.model = model.eval().to(memory_format=torch.channels_last)
         self.class_names = tuple(class_names)
         self.input_size = input_size
-        self.channels = channels
+        self.channels = channels  # 1: gray faces (N, S, S); 3: BGR faces (N, S, S, 3)
         self.prob_scale = prob_scale  # s for cosine heads (probs = softmax(s * cos)), 1 for logits
         self.source = source
         self.checkpoint = checkpoint or {"path": source, "class_names": list(class_names), "model_spec": {}, "config": {}}
@@ -49,10 +40,11 @@ class Classifier:
         """checkpoint: None (the shipped default), a shipped model name ('fer2013', 'rafdb') or a path."""
         model, ckpt = load_model(checkpoint)
         spec = ckpt["model_spec"]
+        size, channels = input_shape(spec)
         info = {key: ckpt.get(key) or {} for key in ("model_spec", "config")}
         info.update(path=ckpt["path"], class_names=list(ckpt["class_names"]))
-        return cls(model, ckpt["class_names"], spec["image_size"], spec["prob_scale"], ckpt["path"],
-                   channels=spec.get("channels", 1), checkpoint=info)
+        return cls(model, ckpt["class_names"], size, spec["prob_scale"], ckpt["path"],
+                   channels=channels, checkpoint=info)
 
     @torch.inference_mode()
     def outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -255,7 +255,8 @@ def run_live(source: int | str, classifier, detector, *, display: bool | None = 
 
     Args:
         source: camera index (int or digit string), video file path or stream URL.
-        classifier: has class_names, input_size and predict(uint8 (N, S, S)) -> probs (N, K) (fer.inference.Classifier).
+        classifier: has class_names, input_size, channels (1 when absent) and predict(uint8 (N, S, S) gray or
+            (N, S, S, 3) BGR) -> probs (N, K) (fer.inference.Classifier).
         detector: has detect(image_bgr) -> list[Face] (fer.face.detect.FaceDetector).
         display: show a window (keys: q/Esc quit, space/p pause, s snapshot); None = when a display is available.
         output: annotated mp4 path (mp4v, the source's size and fps, one frame per processed frame).
@@ -282,7 +283,7 @@ def run_live(source: int | str, classifier, detector, *, display: bool | None = 
     tracker = IouTracker(iou_threshold=iou_threshold, max_missed=max_missed, motion=motion)
     display = display_available() if display is None else bool(display)
     class_names = list(classifier.class_names)
-    size = int(classifier.input_size)
+    size, channels = int(classifier.input_size), int(getattr(classifier, "channels", 1))  # the checkpoint's input
 
     stage_s = dict.fromkeys(STAGES, 0.0)
     frames = faces_total = 0
@@ -330,7 +331,8 @@ def run_live(source: int | str, classifier, detector, *, display: bool | None = 
                 t2 = time.perf_counter()
 
                 if faces:
-                    batch = np.stack([align_face(image_bgr, face, size=size) for face in faces])  # (N, S, S) uint8
+                    batch = np.stack([align_face(image_bgr, face, size, channels=channels)
+                                      for face in faces])  # (N, S, S[, 3]) uint8
                 t3 = time.perf_counter()
                 probs = classifier.predict(batch) if faces else np.zeros((0, len(class_names)), np.float32)  # (N, K)
                 t4 = time.perf_counter()

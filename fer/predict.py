@@ -7,8 +7,9 @@ JSON contract (scripts depend on it), one object per input path, in input order:
 Faces are listed largest first. An unreadable file gets "error" (the reason) and "faces": []; the other files still
 run. A readable image without faces gets "faces": [] and "error": null.
 
-classifier: anything with class_names (tuple of str), input_size (int) and predict(uint8 (N, S, S)) -> (N, K) probs,
-e.g. fer.inference.Classifier. detector: a fer.face.FaceDetector.
+classifier: anything with class_names (tuple of str), input_size (int), channels (1 or 3; taken as 1 when absent) and
+predict(uint8 (N, S, S) or (N, S, S, 3) BGR) -> (N, K) probs, e.g. fer.inference.Classifier. detector: a
+fer.face.FaceDetector.
 """
 
 import logging
@@ -30,7 +31,8 @@ def classify_faces(image_bgr: np.ndarray, faces: list[Face], classifier) -> np.n
     num_classes = len(classifier.class_names)
     if not faces:
         return np.zeros((0, num_classes), np.float32)
-    crops = np.stack([align_face(image_bgr, face, classifier.input_size) for face in faces])  # (N, S, S) uint8
+    size, channels = classifier.input_size, getattr(classifier, "channels", 1)  # the checkpoint's input
+    crops = np.stack([align_face(image_bgr, face, size, channels=channels) for face in faces])  # (N, S, S[, 3]) uint8
     probs = np.asarray(classifier.predict(crops), dtype=np.float32)
     if probs.shape != (len(faces), num_classes):
         raise ValueError(f"classifier.predict returned shape {probs.shape}, expected {(len(faces), num_classes)}")

@@ -1,7 +1,8 @@
-"""Turn a class-folder dataset of raw photos into aligned gray face crops plus a manifest, once.
+"""Turn a class-folder dataset of raw photos into aligned face crops (gray or colour) plus a manifest, once.
 
 Input:  src_root/<class>/<file>.{jpg,jpeg,png,bmp,tif,tiff,webp} (one level; extensions in any case).
-Output: dst_root/<class>/<stem>.png (gray uint8, size x size; "_2", "_3" ... added on name clashes) and
+Output: dst_root/<class>/<stem>.png (uint8 size x size, gray for channels 1 or colour for channels 3, the input of the
+        model to be trained; "_2", "_3" ... added on name clashes) and
         dst_root/manifest.csv with one row per source file:
           path       source file relative to src_root (POSIX separators)
           class      class name (after class_map)
@@ -17,7 +18,7 @@ there were, so a reader can keep or drop those crops; the crops stay in the clas
 Resumable: a source already in the manifest is skipped when its crop exists (ok / several_faces) or it has no crop
 by design (no_face / unreadable: the same detector would say the same). Rows whose crop is missing are dropped from
 the manifest and redone. Each row is appended and flushed right after its crop is written, so an interrupted run
-loses at most one file. Delete a row (or the manifest) to redo a file. The crop size and detector are not recorded:
+loses at most one file. Delete a row (or the manifest) to redo a file. The crop size, channels and detector are not recorded:
 use a fresh dst_root when changing them.
 """
 
@@ -41,7 +42,7 @@ MANIFEST_FIELDS = ("path", "class", "status", "crop", "num_faces", "box", "landm
 STATUSES = ("ok", "several_faces", "no_face", "unreadable")
 
 
-def preprocess_folder(src_root, dst_root, detector, size: int = 48, class_map: dict | None = None) -> dict:
+def preprocess_folder(src_root, dst_root, detector, size: int = 48, class_map: dict | None = None, channels: int = 1) -> dict:
     """Detect + align every image of src_root/<class>/ into dst_root (see the module docstring).
 
     class_map: folder name -> class name, or -> None to skip that folder on purpose; with a class_map every folder
@@ -70,7 +71,7 @@ def preprocess_folder(src_root, dst_root, detector, size: int = 48, class_map: d
         if new_file:
             writer.writeheader()
         for rel, cls in tqdm(pending, desc="preprocess", unit="img", disable=None):
-            row = _process_one(src_root / rel, rel, cls, dst_root, detector, size, used_crops)
+            row = _process_one(src_root / rel, rel, cls, dst_root, detector, size, used_crops, channels)
             writer.writerow(row)
             f.flush()
             rows[rel] = row
@@ -146,7 +147,8 @@ def _load_manifest(manifest: Path, dst_root: Path) -> dict[str, dict]:
     return rows
 
 
-def _process_one(path: Path, rel: str, cls: str, dst_root: Path, detector, size: int, used_crops: set) -> dict:
+def _process_one(path: Path, rel: str, cls: str, dst_root: Path, detector, size: int, used_crops: set,
+                 channels: int = 1) -> dict:
     row = dict.fromkeys(MANIFEST_FIELDS, "")
     row.update(path=rel, **{"class": cls}, num_faces=0)
     try:
@@ -160,7 +162,7 @@ def _process_one(path: Path, rel: str, cls: str, dst_root: Path, detector, size:
         row.update(status="no_face")
         return row
     face = faces[0]  # largest
-    crop = align_face(image, face, size)
+    crop = align_face(image, face, size, channels=channels)  # (S, S) gray or (S, S, 3) BGR, which cv2.imwrite expects
     crop_rel = _unique_crop(cls, Path(rel).stem, used_crops)
     target = dst_root / crop_rel
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -184,7 +184,7 @@ def train(cfg: Config, data_root=None, resume: bool = False, progress: bool = Tr
         raise ValueError(f"train set has {len(train_faces)} images, fewer than one batch of {t.batch_size}")
 
     spec = model_spec(cfg.model.name, num_classes, cfg.model.head, cfg.model.width, cfg.data.image_size,
-                      cfg.loss.scale if cfg.model.head == "cosine" else 1.0)
+                      cfg.loss.scale if cfg.model.head == "cosine" else 1.0, cfg.data.channels)
     model = build_model(spec)
     if t.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -194,7 +194,7 @@ def train(cfg: Config, data_root=None, resume: bool = False, progress: bool = Tr
     class_counts = np.bincount(train_faces.labels, minlength=num_classes)
     objective = Objective(cfg, num_classes, model.embedding_dim, class_weights, class_counts)
     ema = recipe.make_ema(model, t.ema_decay)  # validation, best.pt and export use the EMA copy when on
-    teacher = recipe.Teacher(t.teacher, train_faces.class_names, cfg.data.image_size) if t.teacher else None
+    teacher = recipe.Teacher(t.teacher, train_faces.class_names, cfg.data.image_size, cfg.data.channels) if t.teacher else None
     optimizer = make_optimizer(cfg, model)
     center_optimizer = None
     if cfg.loss.name != "softmax" and cfg.loss.center_update == "autograd":

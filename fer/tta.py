@@ -7,15 +7,16 @@ Modes:
              mirror images (10 views). This is the ten-crop commonly used on FER2013 (44 x 44 crops of the 48 x 48 faces,
              e.g. WuJie1010/Facial-Expression-Recognition.Pytorch); resizing back keeps the model's input size.
 
-Views are built on float batches x (B, 1, S, S); uint8 faces (B, S, S) go through fer.data.transforms.to_tensor first,
-exactly as without augmentation.
+Views are built on float batches x (B, C, S, S) (C = 1 gray, 3 BGR colour: crops, resizes and flips act on every channel
+alike); uint8 faces (B, S, S) or (B, S, S, 3) go through fer.data.transforms.to_tensor first, exactly as without
+augmentation.
 """
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fer.data.transforms import to_tensor
+from fer.data.transforms import check_faces, to_tensor
 
 MODES = ("none", "flip", "tencrop")
 CROP_FRACTION = 44 / 48
@@ -23,11 +24,11 @@ NUM_VIEWS = {"none": 1, "flip": 2, "tencrop": 10}
 
 
 def _as_batch(x) -> torch.Tensor:
-    """uint8 faces (B, S, S) or float x (B, C, S, S) -> float x (B, C, S, S)."""
+    """uint8 faces (B, S, S) / (B, S, S, 3) or float x (B, C, S, S) -> float x (B, C, S, S)."""
     if isinstance(x, np.ndarray):
         return to_tensor(x)
     if not torch.is_tensor(x) or x.ndim != 4 or not x.is_floating_point():
-        raise ValueError(f"expected uint8 faces (B, S, S) or a float batch (B, C, S, S), got "
+        raise ValueError(f"expected uint8 faces (B, S, S) or (B, S, S, 3), or a float batch (B, C, S, S), got "
                          f"{getattr(x, 'dtype', type(x).__name__)} {tuple(getattr(x, 'shape', ()))}")
     return x
 
@@ -47,7 +48,7 @@ def ten_crop(x: torch.Tensor, crop_fraction: float = CROP_FRACTION) -> torch.Ten
 
 
 def views(x, mode: str = "none") -> torch.Tensor:
-    """uint8 faces (B, S, S) or float x (B, C, S, S) -> float views (V, B, C, S, S); V = NUM_VIEWS[mode]."""
+    """uint8 faces (B, S, S) / (B, S, S, 3) or float x (B, C, S, S) -> float views (V, B, C, S, S); V = NUM_VIEWS[mode]."""
     if mode not in MODES:
         raise ValueError(f"unknown TTA mode {mode!r}; expected one of {', '.join(MODES)}")
     x = _as_batch(x)
@@ -68,10 +69,9 @@ def tta_outputs(outputs_fn, x, mode: str = "none") -> tuple[torch.Tensor, torch.
 
 
 def predict_faces(classifier, faces: np.ndarray, mode: str = "none", batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """uint8 faces (N, S, S) -> (embeddings float32 (N, D), probs float32 (N, K)) under the TTA mode."""
-    size = classifier.input_size
-    if faces.dtype != np.uint8 or faces.ndim != 3 or faces.shape[1:] != (size, size):
-        raise ValueError(f"faces must be uint8 (N, {size}, {size}), got {faces.dtype} {faces.shape}")
+    """uint8 faces (N, S, S) gray or (N, S, S, 3) BGR, as the classifier takes them -> (embeddings float32 (N, D),
+    probs float32 (N, K)) under the TTA mode."""
+    faces = check_faces(faces, classifier.input_size, getattr(classifier, "channels", 1))
     if mode not in MODES:
         raise ValueError(f"unknown TTA mode {mode!r}; expected one of {', '.join(MODES)}")
     step = max(1, batch_size // NUM_VIEWS[mode])  # keep the forward batch near batch_size whatever the view count

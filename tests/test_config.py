@@ -53,6 +53,29 @@ def test_out_of_range_values(tmp_path):
         load_config(write(tmp_path, "loss:\n  name: arcface\n"))
 
 
+@pytest.mark.parametrize("text, message", [
+    ("data:\n  image_size: 39\n", r"x\.yaml: 'data\.image_size': must be in \[40, 112\], got 39"),
+    ("data:\n  image_size: 113\n", r"x\.yaml: 'data\.image_size': must be in \[40, 112\], got 113"),
+    ("data:\n  channels: 2\n", r"x\.yaml: 'data\.channels': 2 is not one of 1, 3"),
+    ("data:\n  channels: rgb\n", r"x\.yaml: 'data\.channels': expected int, got str"),
+])
+def test_input_size_and_channels_are_checked(tmp_path, text, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(write(tmp_path, text))
+
+
+def test_input_size_and_channels_defaults_and_overrides(tmp_path):
+    path = write(tmp_path, "train:\n  lr: 0.1\n")
+    default = load_config(path).data
+    assert (default.image_size, default.channels) == (48, 1), "48 px gray stays the default"
+    both = load_config(path, ["data.channels=3", "data.image_size=100"]).data
+    assert (both.image_size, both.channels) == (100, 3)
+    for edge in (40, 112):
+        assert load_config(path, [f"data.image_size={edge}"]).data.image_size == edge
+    with pytest.raises(ConfigError, match=r"with --set: 'data\.channels': 4 is not one of 1, 3"):
+        load_config(path, ["data.channels=4"])
+
+
 def test_override_goes_through_the_same_checks(tmp_path):
     path = write(tmp_path, "train:\n  lr: 0.1\n")
     assert load_config(path, ["train.lr=0.01"]).train.lr == 0.01

@@ -3,6 +3,7 @@ import csv
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from fer.config import AugmentConfig, DataConfig
 from fer.data import readers
@@ -168,3 +169,76 @@ def test_balanced_sampling_evens_out_classes(fer_private):
 def test_to_tensor_rejects_wrong_input():
     with pytest.raises(ValueError, match="uint8"):
         to_tensor(np.zeros((2, 48, 48), np.float32))
+
+
+# ------------------------------------------------------------------------------------------------ input size and colour
+
+def test_fer2013_colour_is_gray_replicated_and_sized(data_root, fer_private):
+    gray64 = readers.read_fer2013_folder(data_root / "fer2013", "private", 64)
+    colour64 = readers.read_fer2013_folder(data_root / "fer2013", "private", 64, channels=3)
+    assert gray64.images.shape == (3589, 64, 64) and colour64.images.shape == (3589, 64, 64, 3)
+    assert colour64.images.dtype == np.uint8 and colour64.labels.tolist() == fer_private.labels.tolist()
+    for c in range(3):
+        assert np.array_equal(colour64.images[..., c], gray64.images), f"FER2013 is gray at source: channel {c} = gray"
+    assert not np.array_equal(gray64.images[:, ::4, ::4][:, :12, :12], fer_private.images[:, ::4, ::4][:, :12, :12])
+    with pytest.raises(ValueError, match="channels must be 1 .* or 3"):
+        readers.read_fer2013_folder(data_root / "fer2013", "private", 48, channels=4)
+
+
+def test_fer2013_csv_colour_and_size(tmp_path, fer_private):
+    picked = list(range(0, 70, 10))
+    path = tmp_path / "fer2013.csv"
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["emotion", "pixels", "Usage"])
+        for i in picked:
+            writer.writerow([fer_private.labels[i], " ".join(map(str, fer_private.images[i].ravel())), "PrivateTest"])
+    colour = readers.read_fer2013_csv(path, "private", 100, channels=3)
+    expected = np.stack([cv2.resize(fer_private.images[i], (100, 100), interpolation=cv2.INTER_LINEAR) for i in picked])
+    assert colour.images.shape == (7, 100, 100, 3)
+    assert all(np.array_equal(colour.images[..., c], expected) for c in range(3))
+
+
+def test_rafdb_colour_is_bgr_as_on_disk_and_shrinks_with_inter_area(data_root):
+    full = readers.read_rafdb(data_root / "rafdb", "train", 100, channels=3)
+    assert full.images.shape == (12271, 100, 100, 3) and not full.skipped
+    for i in (0, 777, 12270):
+        assert np.array_equal(full.images[i], cv2.imread(full.paths[i])), "100 px colour is the file itself, BGR"
+    assert any(not np.array_equal(full.images[i, ..., 0], full.images[i, ..., 2]) for i in range(10)), "RAF-DB is colour"
+    small = readers.read_rafdb(data_root / "rafdb", "train", 64, channels=3)
+    assert small.images.shape == (12271, 64, 64, 3)
+    assert np.array_equal(small.images[5], cv2.resize(full.images[5], (64, 64), interpolation=cv2.INTER_AREA))
+    gray = readers.read_rafdb(data_root / "rafdb", "train", 48)
+    assert gray.images.shape == (12271, 48, 48)
+    assert np.array_equal(gray.images[5], cv2.resize(cv2.imread(full.paths[5], cv2.IMREAD_GRAYSCALE), (48, 48),
+                                                     interpolation=cv2.INTER_AREA))
+
+
+def test_every_dataset_reads_at_the_configured_size_and_channels(data_root, tmp_path, fer_private):
+    make_folder_tree(tmp_path / "tree", fer_private, bad_files=False)
+    for dataset, path in (("fer2013", None), ("ferplus", None), ("rafdb", None), ("folder", str(tmp_path / "tree"))):
+        cfg = DataConfig(dataset=dataset, path=path, image_size=56, channels=3, max_per_class=4,
+                         class_map={"happiness": "happy", "anger": "angry"} if path else {}, exclude_unknown=bool(path),
+                         val_fraction=0.5 if path else 0.1)  # the folder tree holds 10 photos
+        train, val = load_train_val(cfg, seed=0, root=data_root)
+        for faces in (train, val):
+            assert faces.images.shape[1:] == (56, 56, 3) and faces.images.dtype == np.uint8, (dataset, faces.images.shape)
+            assert len(faces) == len(faces.paths) > 0, dataset
+
+
+def test_colour_batches_augment_and_convert_in_bgr_order(data_root):
+    faces = readers.read_rafdb(data_root / "rafdb", "train", 64, channels=3).subset(range(128))
+    x = to_tensor(faces.images[:4])
+    assert x.shape == (4, 3, 64, 64) and x.dtype == torch.float32 and x.is_contiguous()
+    for c in range(3):  # channel c of the tensor is channel c (B, G, R) of the face, scaled x / 255 * 2 - 1
+        assert torch.allclose(x[:, c], torch.from_numpy(faces.images[:4, ..., c]).float() / 255 * 2 - 1, atol=1e-6)
+    gray = to_tensor(faces.images[:4, ..., 0])
+    assert gray.shape == (4, 1, 64, 64) and torch.equal(gray[:, 0], x[:, 0])
+    cfg = AugmentConfig(brightness_contrast=1.0, erase=1.0)
+    batches = TrainBatches(faces, 32, build_augmentation(cfg, 64), seed=1)
+    first = [x for x, _ in batches.epoch(0)]
+    assert len(first) == 4 and first[0].shape == (32, 3, 64, 64)
+    assert all(torch.equal(a, b) for a, b in zip(first, [x for x, _ in batches.epoch(0)])), "seeded like gray batches"
+    assert not torch.equal(first[0], to_tensor(faces.images[:32]))
+    with pytest.raises(ValueError, match=r"\(B, S, S, 3\) BGR"):
+        to_tensor(np.zeros((2, 48, 48, 4), np.uint8))

@@ -301,3 +301,36 @@ def test_draw_faces():
     assert (out != image).any()
     with pytest.raises(ValueError, match="labels"):
         draw_faces(image, faces, ["only one"])
+
+
+@pytest.mark.parametrize("size", [40, 64, 112])
+def test_colour_crop_of_a_real_photo_matches_the_gray_crop(yunet, size):
+    image = read_image(MEDIA / "astronaut.png")
+    face = yunet.detect(image)[0]
+    gray = align_face(image, face, size)
+    colour = align_face(image, face, size, channels=3)
+    assert gray.shape == (size, size) and colour.shape == (size, size, 3) and colour.dtype == np.uint8
+    # warp and BGR->gray are both linear, so converting after the warp differs from before only by rounding
+    diff = np.abs(cv2.cvtColor(colour, cv2.COLOR_BGR2GRAY).astype(int) - gray.astype(int))
+    assert diff.max() <= 2, diff.max()
+    assert np.abs(colour[..., 0].astype(int) - colour[..., 2].astype(int)).mean() > 5, "the astronaut photo is colour"
+    gray_photo = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    replicated = align_face(gray_photo, face, size, channels=3)
+    assert all(np.array_equal(replicated[..., c], replicated[..., 0]) for c in (1, 2)), "gray photo: B = G = R"
+    with pytest.raises(ValueError, match="channels must be 1 .* or 3"):
+        align_face(image, face, size, channels=2)
+
+
+def test_colour_crop_keeps_bgr_order_and_geometry():
+    """A red dot at one eye lands on the template point in the R channel (index 2) of the BGR crop, not in B."""
+    size = 64
+    m = random_similarity(np.random.default_rng(3), 15, 4.0)
+    m[:, 2] = (300, 250)
+    template_px = TEMPLATE.astype(np.float64) * size - 0.5
+    landmarks = (template_px @ m[:, :2].T + m[:, 2]).astype(np.float32)
+    image = np.zeros((600, 700, 3), np.uint8)
+    cv2.circle(image, tuple(int(round(v)) for v in landmarks[0]), 6, (0, 0, 255), -1)  # BGR red
+    crop = align_face(image, Face(box=(0, 0, 10, 10), landmarks=landmarks, score=1.0), size, channels=3)
+    assert crop[..., 0].max() == 0 and crop[..., 1].max() == 0 and crop[..., 2].max() > 200
+    ys, xs = np.nonzero(crop[..., 2] >= crop[..., 2].max() * 0.5)
+    assert np.abs(np.array([xs.mean(), ys.mean()]) - template_px[0]).max() < 1.0

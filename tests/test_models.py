@@ -59,3 +59,51 @@ def test_unknown_model_lists_known_names():
         create_model("resnet50")
     with pytest.raises(ValueError, match="unknown head"):
         create_model("mini_xception", head="arc")
+
+
+def test_stem_takes_three_channels_and_only_the_first_convolution_grows():
+    gray = create_model("mini_xception", 7, head="keras", in_channels=1)
+    colour = create_model("mini_xception", 7, head="keras", in_channels=3)
+    assert TRAINABLE(gray) == 56951, "gray input keeps the Keras model's parameter count"
+    assert TRAINABLE(colour) - TRAINABLE(gray) == 2 * 8 * 3 * 3, "two more input channels of the first 3x3 conv (8 filters)"
+    for name in ("resnet_small", "resnet_medium"):
+        diff = TRAINABLE(create_model(name, in_channels=3)) - TRAINABLE(create_model(name, in_channels=1))
+        assert diff == 2 * 16 * 3 * 3, f"{name}: only the 16-filter stem conv sees the input channels"
+    with pytest.raises(ValueError, match="in_channels must be 1 .* or 3"):
+        create_model("mini_xception", in_channels=2)
+
+
+@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("size", [40, 48, 64, 100, 112])
+def test_every_model_takes_every_input_size_and_channel_count(name, channels, size):
+    torch.manual_seed(0)
+    model = create_model(name, 7, head="cosine", in_channels=channels).eval().to(memory_format=torch.channels_last)
+    x = torch.randn(2, channels, size, size).contiguous(memory_format=torch.channels_last)
+    embeddings, outputs = model.forward_both(x)
+    assert embeddings.shape == (2, model.embedding_dim) and outputs.shape == (2, 7), (size, channels)
+    assert torch.isfinite(embeddings).all() and torch.isfinite(outputs).all()
+    with pytest.raises(RuntimeError):  # a gray batch into a colour stem (and back) is refused by the convolution
+        model(torch.randn(2, 4 - channels, size, size))
+
+
+@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("size", [40, 64, 112])
+def test_channels_last_backward_at_every_size(name, size):
+    """Training runs channels-last; at 60 px and up a oneDNN crash in mini-Xception's strided shortcut is avoided."""
+    torch.manual_seed(0)
+    model = create_model(name, 7, head="cosine", in_channels=3).to(memory_format=torch.channels_last)
+    x = torch.randn(8, 3, size, size).contiguous(memory_format=torch.channels_last)
+    embeddings, outputs = model.forward_both(x)
+    (outputs.sum() + embeddings.sum()).backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_mini_xception_subsampled_shortcut_equals_the_strided_convolution():
+    from fer.models.mini_xception import STRIDED_SHORTCUT_MAX_SIDE, XceptionModule
+
+    torch.manual_seed(0)
+    module = XceptionModule(8, 16).eval()
+    for side in (STRIDED_SHORTCUT_MAX_SIDE + 1, 61, 108):
+        x = torch.randn(2, 8, side, side)
+        assert torch.allclose(module.shortcut(x), module.residual(x), atol=1e-6), side

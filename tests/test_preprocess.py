@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 
 from fer.face import FaceDetector
@@ -93,3 +94,25 @@ def test_bad_roots(tmp_path, detector):
     (tmp_path / "src").mkdir()
     with pytest.raises(ValueError, match="inside"):
         preprocess_folder(tmp_path / "src", tmp_path / "src" / "out", detector)
+
+
+def test_colour_crops_of_the_requested_size(tree, detector):
+    src, dst = tree
+    summary = preprocess_folder(src, dst, detector, size=100, channels=3)
+    assert summary["ok"] == 1 and summary["several_faces"] == 1, summary
+    rows, _ = read_manifest(dst)
+    for row in rows.values():
+        if row["crop"]:
+            crop = cv2.imread(str(dst / row["crop"]), cv2.IMREAD_UNCHANGED)
+            assert crop.shape == (100, 100, 3), (row["crop"], crop.shape)
+            assert np.abs(crop[..., 0].astype(int) - crop[..., 2].astype(int)).mean() > 1, "colour photos give colour crops"
+
+
+def test_cli_takes_channels_beside_size():
+    from fer.cli import build_parser
+
+    args = build_parser().parse_args(["preprocess", "src", "dst", "--size", "100", "--channels", "3"])
+    assert (args.size, args.channels) == (100, 3)
+    assert build_parser().parse_args(["preprocess", "src", "dst"]).channels == 1, "gray by default"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["preprocess", "src", "dst", "--channels", "2"])

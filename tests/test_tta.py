@@ -79,3 +79,36 @@ def test_bad_input_is_rejected(classifier):
         tta.predict_faces(classifier, random_faces(1).astype(np.float32), "none")
     with pytest.raises(ValueError, match="float batch"):
         tta.views(torch.zeros(2, 48, 48), "flip")
+
+
+@pytest.fixture(scope="module")
+def colour_classifier():
+    torch.manual_seed(0)
+    model = create_model("mini_xception", 7, head="cosine", in_channels=3)
+    return Classifier(model, ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"), 100, 10.0, channels=3)
+
+
+@pytest.mark.parametrize("mode", tta.MODES)
+def test_colour_views_and_predictions(colour_classifier, mode):
+    faces = np.random.default_rng(1).integers(0, 256, (3, 100, 100, 3), dtype=np.uint8)
+    views = tta.views(faces, mode)
+    assert tuple(views.shape) == (tta.NUM_VIEWS[mode], 3, 3, 100, 100)
+    if mode != "none":  # the mirror of view 0 flips the width of every channel, keeping B, G, R in place
+        assert torch.equal(views[tta.NUM_VIEWS[mode] // 2], views[0].flip(-1))
+    embeddings, probs = tta.predict_faces(colour_classifier, faces, mode)
+    assert embeddings.shape == (3, 128) and probs.shape == (3, 7) and np.allclose(probs.sum(1), 1, atol=1e-5)
+
+
+def test_flip_of_symmetric_colour_faces_equals_none(colour_classifier):
+    half = np.random.default_rng(2).integers(0, 256, (2, 100, 50, 3), dtype=np.uint8)
+    faces = np.concatenate([half, half[:, :, ::-1]], axis=2)  # mirror-symmetric colour faces
+    _, none = tta.predict_faces(colour_classifier, faces, "none")
+    _, flip = tta.predict_faces(colour_classifier, faces, "flip")
+    assert np.allclose(none, flip, atol=1e-5)
+
+
+def test_colour_classifier_refuses_gray_faces(colour_classifier, classifier):
+    with pytest.raises(ValueError, match=r"faces must be uint8 \(N, 100, 100, 3\) \(BGR colour"):
+        tta.predict_faces(colour_classifier, random_faces(2, 100), "tencrop")
+    with pytest.raises(ValueError, match=r"faces must be uint8 \(N, 48, 48\) \(gray"):
+        tta.predict_faces(classifier, np.zeros((2, 48, 48, 3), np.uint8), "none")

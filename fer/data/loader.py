@@ -24,7 +24,7 @@ class TrainBatches:
         return len(self.faces) // self.batch_size  # drop the last partial batch: BatchNorm dislikes tiny batches
 
     def epoch(self, epoch: int, start_batch: int = 0):
-        """Yield (x (B, 1, S, S) float32, labels (B,) int64) for batches start_batch.. of this epoch."""
+        """Yield (x (B, C, S, S) float32, C = 1 gray or 3 BGR, labels (B,) int64) for batches start_batch.. of this epoch."""
         rng = np.random.default_rng([self.seed, epoch])
         n = len(self.faces)
         if self.balanced:

@@ -1,4 +1,8 @@
-"""Dataset readers, one per on-disk format, all returning a FaceSet of decoded uint8 gray images.
+"""Dataset readers, one per on-disk format, all returning a FaceSet of decoded uint8 faces of the configured size.
+
+channels 1: gray (N, S, S); channels 3: colour (N, S, S, 3) in BGR order (OpenCV's, as cv2.imread returns it). FER2013
+and FER+ are gray at source, so their 3-channel faces are the gray face replicated into B, G and R. RAF-DB ships 100x100
+colour faces. Faces are resized with INTER_AREA when shrinking (no aliasing), INTER_LINEAR when enlarging.
 
 Nothing is dropped silently: unreadable files land in FaceSet.skipped with the reason, excluded samples are counted
 per class in FaceSet.excluded.
@@ -24,7 +28,8 @@ FER2013_SPLIT_PREFIX = {"train": "Training_", "public": "PublicTest_", "private"
 
 @dataclass
 class FaceSet:
-    """Decoded faces of one split: images (N, S, S) uint8 gray, labels (N,) int64 indices into class_names."""
+    """Decoded faces of one split: images uint8 (N, S, S) gray or (N, S, S, 3) BGR, labels (N,) int64 indices into
+    class_names."""
 
     images: np.ndarray
     labels: np.ndarray
@@ -47,36 +52,57 @@ class FaceSet:
         return {name: int(n) for name, n in zip(self.class_names, counts)}
 
 
-def decode_gray(path: str | Path, size: int | None = None) -> np.ndarray | str:
-    """The file as uint8 gray (resized to size x size if given), or the reason it cannot be read."""
+def check_channels(channels: int) -> None:
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 (gray) or 3 (BGR colour), got {channels!r}")
+
+
+def resize_face(image: np.ndarray, size: int) -> np.ndarray:
+    """A square face resized to (size, size): INTER_AREA when shrinking, INTER_LINEAR when enlarging."""
+    if image.shape[:2] == (size, size):
+        return image
+    return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA if image.shape[0] > size else cv2.INTER_LINEAR)
+
+
+def decode_face(path: str | Path, size: int | None = None, channels: int = 1) -> np.ndarray | str:
+    """The file as uint8 gray (H, W) or BGR (H, W, 3) (resized to size x size if given), or the reason it cannot be read.
+
+    A gray file read with channels 3 comes back replicated into B, G and R (OpenCV's IMREAD_COLOR).
+    """
+    check_channels(channels)
     try:
         data = np.fromfile(str(path), dtype=np.uint8)
     except OSError as error:
         return f"cannot read file: {error.strerror}"
     if data.size == 0:
         return "empty file"
-    image = cv2.imdecode(data, cv2.IMREAD_GRAYSCALE)
+    image = cv2.imdecode(data, cv2.IMREAD_GRAYSCALE if channels == 1 else cv2.IMREAD_COLOR)
     if image is None:
         return "not a decodable image"
-    if size is not None and image.shape != (size, size):
-        image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA if image.shape[0] > size else cv2.INTER_LINEAR)
-    return image
+    return image if size is None else resize_face(image, size)
 
 
-def _decode_all(items: list[tuple[str, int]], class_names, size: int, name: str) -> FaceSet:
-    images, labels, paths, skipped = [], [], [], []
+def face_array(n: int, size: int, channels: int) -> np.ndarray:
+    """An uninitialised uint8 array for n faces: (n, S, S) or (n, S, S, 3)."""
+    return np.empty((n, size, size) if channels == 1 else (n, size, size, 3), np.uint8)
+
+
+def _decode_all(items: list[tuple[str, int]], class_names, size: int, name: str, channels: int = 1) -> FaceSet:
+    # Filled in place: one array of the final size, no list of per-face copies (FER2013 at 112 px colour is ~1.35 GB).
+    images = face_array(len(items), size, channels)
+    labels, paths, skipped = [], [], []
     for path, label in items:
-        image = decode_gray(path, size)
+        image = decode_face(path, size, channels)
         if isinstance(image, str):
             skipped.append((str(path), image))
             continue
-        images.append(image)
+        images[len(labels)] = image
         labels.append(label)
         paths.append(str(path))
     if skipped:
         log.warning("%s: %d unreadable file(s), first: %s (%s)", name, len(skipped), *skipped[0])
-    stacked = np.stack(images) if images else np.zeros((0, size, size), np.uint8)
-    return FaceSet(stacked, np.asarray(labels, dtype=np.int64), paths, tuple(class_names), skipped, {}, name)
+        images = images[:len(labels)].copy()  # drop the unfilled tail
+    return FaceSet(images, np.asarray(labels, dtype=np.int64), paths, tuple(class_names), skipped, {}, name)
 
 
 def _require_dir(path: Path, what: str) -> None:
@@ -84,8 +110,8 @@ def _require_dir(path: Path, what: str) -> None:
         raise FileNotFoundError(f"{what}: folder not found: {path}")
 
 
-def read_fer2013_folder(root: str | Path, split: str, size: int = 48) -> FaceSet:
-    """Kaggle folder layout: train/<class>/Training_*.jpg, test/<class>/{PublicTest,PrivateTest}_*.jpg."""
+def read_fer2013_folder(root: str | Path, split: str, size: int = 48, channels: int = 1) -> FaceSet:
+    """Kaggle folder layout: train/<class>/Training_*.jpg, test/<class>/{PublicTest,PrivateTest}_*.jpg (gray at source)."""
     if split not in FER2013_SPLIT_PREFIX:
         raise ValueError(f"fer2013: unknown split {split!r}; expected one of {', '.join(FER2013_SPLIT_PREFIX)}")
     root = Path(root)
@@ -97,11 +123,12 @@ def read_fer2013_folder(root: str | Path, split: str, size: int = 48) -> FaceSet
         class_dir = folder / class_name
         _require_dir(class_dir, "fer2013")
         items += [(str(p), label) for p in sorted(class_dir.iterdir()) if p.name.startswith(prefix)]
-    return _decode_all(items, FER2013_CLASSES, size, f"fer2013/{split}")
+    return _decode_all(items, FER2013_CLASSES, size, f"fer2013/{split}", channels)
 
 
-def read_fer2013_csv(csv_path: str | Path, split: str, size: int = 48) -> FaceSet:
-    """Original fer2013.csv: columns emotion, pixels (48*48 space-separated grey values), Usage."""
+def read_fer2013_csv(csv_path: str | Path, split: str, size: int = 48, channels: int = 1) -> FaceSet:
+    """Original fer2013.csv: columns emotion, pixels (48*48 space-separated grey values), Usage; channels 3 replicates gray."""
+    check_channels(channels)
     usage = {"train": "Training", "public": "PublicTest", "private": "PrivateTest"}
     if split not in usage:
         raise ValueError(f"fer2013-csv: unknown split {split!r}; expected one of {', '.join(usage)}")
@@ -131,15 +158,13 @@ def read_fer2013_csv(csv_path: str | Path, split: str, size: int = 48) -> FaceSe
             if not 0 <= label < len(FER2013_CLASSES):
                 skipped.append((where, f"emotion {label} outside 0..{len(FER2013_CLASSES) - 1}"))
                 continue
-            image = pixels.reshape(side, side).astype(np.uint8)
-            if side != size:
-                image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
-            images.append(image)
+            image = resize_face(pixels.reshape(side, side).astype(np.uint8), size)
+            images.append(image if channels == 1 else cv2.cvtColor(image, cv2.COLOR_GRAY2BGR))
             labels.append(label)
             paths.append(where)
     if skipped:
         log.warning("fer2013-csv/%s: %d bad row(s), first: %s (%s)", split, len(skipped), *skipped[0])
-    stacked = np.stack(images) if images else np.zeros((0, size, size), np.uint8)
+    stacked = np.stack(images) if images else face_array(0, size, channels)
     return FaceSet(stacked, np.asarray(labels, np.int64), paths, FER2013_CLASSES, skipped, {}, f"fer2013-csv/{split}")
 
 
@@ -149,8 +174,8 @@ def ferplus_majority(votes: dict[str, int]) -> str | None:
     return FERPLUS_VOTE_COLUMNS[best]
 
 
-def read_ferplus(data_root: str | Path, split: str, size: int = 48) -> FaceSet:
-    """FER+ labels (ferplus/ferplus_aligned.csv) over the FER2013 images under the same data root; 8 classes."""
+def read_ferplus(data_root: str | Path, split: str, size: int = 48, channels: int = 1) -> FaceSet:
+    """FER+ labels (ferplus/ferplus_aligned.csv) over the FER2013 images under the same data root; 8 classes; gray at source."""
     usage = {"train": "Training", "public": "PublicTest", "private": "PrivateTest"}
     if split not in usage:
         raise ValueError(f"ferplus: unknown split {split!r}; expected one of {', '.join(usage)}")
@@ -171,13 +196,13 @@ def read_ferplus(data_root: str | Path, split: str, size: int = 48) -> FaceSet:
                 excluded["unknown_or_not_a_face"] += 1
                 continue
             items.append((str(data_root / row["fer2013_path"]), FERPLUS_CLASSES.index(label)))
-    faces = _decode_all(items, FERPLUS_CLASSES, size, f"ferplus/{split}")
+    faces = _decode_all(items, FERPLUS_CLASSES, size, f"ferplus/{split}", channels)
     faces.excluded = dict(excluded)
     return faces
 
 
-def read_rafdb(root: str | Path, split: str, size: int = 48) -> FaceSet:
-    """RAF-DB basic: Image/aligned/<name>_aligned.jpg + EmoLabel/list_patition_label.txt (labels 1..7)."""
+def read_rafdb(root: str | Path, split: str, size: int = 48, channels: int = 1) -> FaceSet:
+    """RAF-DB basic: Image/aligned/<name>_aligned.jpg (100x100 colour) + EmoLabel/list_patition_label.txt (labels 1..7)."""
     if split not in ("train", "test"):
         raise ValueError(f"rafdb: unknown split {split!r}; expected 'train' or 'test'")
     root = Path(root)
@@ -198,11 +223,11 @@ def read_rafdb(root: str | Path, split: str, size: int = 48) -> FaceSet:
     if not items:
         raise ValueError(f"{label_file}: no lines for split {split!r}")
     # A missing file of the asked split is reported through FaceSet.skipped like any unreadable file.
-    return _decode_all(items, FER2013_CLASSES, size, f"rafdb/{split}")
+    return _decode_all(items, FER2013_CLASSES, size, f"rafdb/{split}", channels)
 
 
 def read_class_folder(root: str | Path, class_names=FER2013_CLASSES, size: int = 48, class_map: dict[str, str] | None = None,
-                      exclude_unknown: bool = False) -> FaceSet:
+                      exclude_unknown: bool = False, channels: int = 1) -> FaceSet:
     """Generic root/<class>/*.{jpg,png,...}; folder names go through class_map, then common aliases (anger -> angry)."""
     root = Path(root)
     _require_dir(root, "folder dataset")
@@ -219,7 +244,7 @@ def read_class_folder(root: str | Path, class_names=FER2013_CLASSES, size: int =
     if unknown and not exclude_unknown:
         raise ValueError(f"{root}: class folder(s) {', '.join(unknown)} not among the model's classes "
                          f"({', '.join(class_names)}); map them with class_map or exclude them explicitly")
-    faces = _decode_all(items, class_names, size, f"folder:{root}")
+    faces = _decode_all(items, class_names, size, f"folder:{root}", channels)
     faces.excluded = dict(excluded)
     return faces
 

@@ -29,18 +29,18 @@ SPLITS = {
 def read_split(cfg: DataConfig, split: str, root=None, class_names=FER2013_CLASSES) -> readers.FaceSet:
     """Read one split as stored on disk (no carving)."""
     location = dataset_path(cfg.dataset, cfg.path, root)
-    size = cfg.image_size
+    size, channels = cfg.image_size, cfg.channels
     if cfg.dataset == "fer2013":
-        return readers.read_fer2013_folder(location, split, size)
+        return readers.read_fer2013_folder(location, split, size, channels)
     if cfg.dataset == "fer2013-csv":
-        return readers.read_fer2013_csv(location, split, size)
+        return readers.read_fer2013_csv(location, split, size, channels)
     if cfg.dataset == "ferplus":
-        return readers.read_ferplus(location, split, size)
+        return readers.read_ferplus(location, split, size, channels)
     if cfg.dataset == "rafdb":
-        return readers.read_rafdb(location, split, size)
+        return readers.read_rafdb(location, split, size, channels)
     # folder: <path>/<split>/<class>/ when split folders exist, else <path>/<class>/ is the whole (train) set.
     folder = location / split if (location / split).is_dir() else location
-    return readers.read_class_folder(folder, class_names, size, cfg.class_map, cfg.exclude_unknown)
+    return readers.read_class_folder(folder, class_names, size, cfg.class_map, cfg.exclude_unknown, channels)
 
 
 def limit_per_class(faces: readers.FaceSet, max_per_class: int | None, seed: int) -> readers.FaceSet:

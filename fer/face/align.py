@@ -1,4 +1,4 @@
-"""Face alignment: pure geometry (similarity transforms) plus one warp to a gray (S, S) crop.
+"""Face alignment: pure geometry (similarity transforms) plus one warp to a gray (S, S) or BGR (S, S, 3) crop.
 
 The template puts the landmarks where they sit in FER2013 training crops, so an aligned face from a photo is framed
 like the faces the classifier was trained on. FER2013 crops are loose (forehead, chin and some background). The
@@ -82,12 +82,15 @@ def box_matrix(box: tuple[int, int, int, int], size: int) -> np.ndarray:
     return np.array([[s, 0.0, (size - 1) / 2 - s * cx], [0.0, s, (size - 1) / 2 - s * cy]])
 
 
-def warp_gray(image: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
-    """Warp image through matrix to a gray uint8 (size, size) crop, reading only the pixels the crop needs.
+def warp_face(image: np.ndarray, matrix: np.ndarray, size: int, channels: int = 1) -> np.ndarray:
+    """Warp image through matrix to a uint8 crop, gray (size, size) for channels 1 or BGR (size, size, 3) for channels 3,
+    reading only the pixels the crop needs (a gray image gives a replicated BGR crop).
 
     When the crop shrinks the face (the usual case), the needed region is first reduced with INTER_AREA so the warp
     itself is close to 1:1; a bilinear warp alone would alias (skip pixels) on large faces.
     """
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 (gray) or 3 (BGR colour), got {channels!r}")
     image = check_image(image)
     height, width = image.shape[:2]
     m = np.vstack([matrix, [0.0, 0.0, 1.0]])
@@ -98,11 +101,12 @@ def warp_gray(image: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
     y0 = int(np.clip(np.floor(src[:, 1].min()) - 2, 0, height - 1))
     x1 = int(np.clip(np.ceil(src[:, 0].max()) + 3, x0 + 1, width))
     y1 = int(np.clip(np.ceil(src[:, 1].max()) + 3, y0 + 1, height))
-    roi = _gray_uint8(image[y0:y1, x0:x1])
+    roi = image[y0:y1, x0:x1]
+    roi = _gray_uint8(roi) if channels == 1 else to_bgr_uint8(roi)  # convert the region only, not the whole frame
     shift = np.array([[1.0, 0.0, x0], [0.0, 1.0, y0], [0.0, 0.0, 1.0]])  # roi pixel -> image pixel
     scale = float(np.sqrt(abs(np.linalg.det(matrix[:, :2]))))  # crop pixels per image pixel
     if scale < 1.0:
-        rh, rw = roi.shape
+        rh, rw = roi.shape[:2]
         nw, nh = max(1, round(rw * scale)), max(1, round(rh * scale))
         roi = cv2.resize(roi, (nw, nh), interpolation=cv2.INTER_AREA)
         fx, fy = nw / rw, nh / rh
@@ -113,15 +117,16 @@ def warp_gray(image: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
     return cv2.warpAffine(roi, full[:2], (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
-def align_face(image: np.ndarray, face: Face, size: int = 48, template: np.ndarray = TEMPLATE) -> np.ndarray:
-    """Gray uint8 (size, size) crop of face framed like a FER2013 image (landmarks if known, else the box)."""
+def align_face(image: np.ndarray, face: Face, size: int = 48, template: np.ndarray = TEMPLATE, channels: int = 1) -> np.ndarray:
+    """uint8 crop of face framed like a FER2013 image (landmarks if known, else the box): gray (size, size) for
+    channels 1, BGR (size, size, 3) for channels 3 (the model's input channels; fer.inference.Classifier.channels)."""
     if size < 8:
         raise ValueError(f"size must be >= 8, got {size}")
     if face.landmarks is not None:
         matrix = alignment_matrix(face.landmarks, size, template)
     else:
         matrix = box_matrix(face.box, size)
-    return warp_gray(image, matrix, size)
+    return warp_face(image, matrix, size, channels)
 
 
 def _gray_uint8(image: np.ndarray) -> np.ndarray:

@@ -8,11 +8,14 @@ from fer.models.resnet import SmallResNet
 MODELS = ("mini_xception", "resnet_small", "resnet_medium")
 
 
-def create_model(name: str, num_classes: int = 7, head: str = "cosine", width: int = 1) -> nn.Module:
+def create_model(name: str, num_classes: int = 7, head: str = "cosine", width: int = 1, in_channels: int = 1) -> nn.Module:
+    """in_channels: 1 for gray faces, 3 for BGR colour; only the stem's first convolution depends on it."""
+    if in_channels not in (1, 3):
+        raise ValueError(f"in_channels must be 1 (gray) or 3 (BGR colour), got {in_channels!r}")
     if name == "mini_xception":
-        return MiniXception(num_classes, head=head)
+        return MiniXception(num_classes, in_channels=in_channels, head=head)
     if name == "resnet_small":
-        return SmallResNet(num_classes, head=head, width=width, blocks=(1, 1, 1, 1))
+        return SmallResNet(num_classes, in_channels=in_channels, head=head, width=width, blocks=(1, 1, 1, 1))
     if name == "resnet_medium":
-        return SmallResNet(num_classes, head=head, width=width, blocks=(2, 2, 2, 2))
+        return SmallResNet(num_classes, in_channels=in_channels, head=head, width=width, blocks=(2, 2, 2, 2))
     raise ValueError(f"unknown model {name!r}; known models: {', '.join(MODELS)}")

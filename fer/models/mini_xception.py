@@ -1,13 +1,23 @@
 """mini-Xception (Arriaga et al. 2017, arXiv 1710.07557; oarriaga/face_classification src/models/cnn.py).
 
-Faithful to the Keras original: 56,951 trainable parameters with the Keras head for 7 classes.
+Faithful to the Keras original: 56,951 trainable parameters with the Keras head for 7 classes on gray input (3-channel
+input adds 144 weights to the first convolution). Fully convolutional with global average pooling, so any input size from
+40 px up works: the two unpadded 3x3 convolutions take 4 px, each of the four modules halves the rest (rounding up).
 Keras BatchNormalization defaults (momentum 0.99, eps 1e-3) map to PyTorch momentum=0.01, eps=1e-3.
 """
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from fer.losses import CosineClassifier
+
+
+# oneDNN (torch 2.13 CPU) crashes (SIGSEGV) in the backward pass of a channels-last 1x1 stride-2 convolution with few
+# input channels (4-8) on maps of 56 px and more: module 1 for inputs of 60 px and up. Larger maps take the identical
+# 1x1 convolution of the subsampled map instead; maps up to this side (all of them at 48 px input) keep the strided
+# convolution, so 48 px runs compute exactly what they did before.
+STRIDED_SHORTCUT_MAX_SIDE = 54
 
 
 def batch_norm(channels: int) -> nn.BatchNorm2d:
@@ -40,8 +50,14 @@ class XceptionModule(nn.Module):
             nn.MaxPool2d(3, stride=2, padding=1),
         )
 
+    def shortcut(self, x: torch.Tensor) -> torch.Tensor:
+        if max(x.shape[-2:]) <= STRIDED_SHORTCUT_MAX_SIDE:
+            return self.residual(x)
+        conv, bn = self.residual
+        return bn(F.conv2d(x[:, :, ::2, ::2], conv.weight))  # = conv(x): 1x1, stride 2, no padding, no bias
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.main(x) + self.residual(x)
+        return self.main(x) + self.shortcut(x)
 
 
 class MiniXception(nn.Module):
