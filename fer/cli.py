@@ -27,6 +27,8 @@ def cmd_train(args) -> int:
 
     cfg = load_config(args.config, args.overrides)
     result = train(cfg, data_root=args.data_root, resume=args.resume, progress=not args.no_progress)
+    if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 reports and evaluates
+        return 0
     logging.getLogger("fer").info("best validation accuracy %.4f after %d epochs, %.0f s of training; best checkpoint %s",
                                   result["best_val_acc"], result["epochs"], result["seconds"], result["best"])
     if args.no_eval:
@@ -54,6 +56,7 @@ def add_evaluate(sub):
     p.add_argument("--projection", default="pca", choices=("pca", "tsne"), help="embeddings.png projection")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--out", default="runs/eval", help="report folder (report.json, report.md, confusion.png, embeddings.png)")
+    add_device_option(p)
     p.set_defaults(handler=cmd_evaluate)
 
 
@@ -65,10 +68,15 @@ def cmd_evaluate(args) -> int:
     report = evaluate(args.checkpoint, data_cfg, args.split, args.out, data_root=args.data_root, tta_mode=args.tta,
                       dedup_clean=args.dedup_clean, exclude_classes=parse_names(args.exclude_classes),
                       allow_skipped=args.allow_skipped, detect_faces=args.detect_faces, batch_size=args.batch_size,
-                      projection=args.projection)
+                      projection=args.projection, device=args.device)
     print(format_summary(report))
     print(f"report: {args.out}/report.json, report.md, confusion.png, embeddings.png")
     return 0
+
+
+def add_device_option(p) -> None:
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="where the classifier runs (default auto: CUDA when present)")
 
 
 def add_detector_options(p) -> None:
@@ -77,13 +85,14 @@ def add_detector_options(p) -> None:
                         "when the file is found, else Haar")
     p.add_argument("--yunet-model", help="path to face_detection_yunet_2023mar.onnx (else env FER_YUNET_MODEL, the cache)")
     p.add_argument("--checkpoint", help="a shipped model name (fer2013, rafdb) or a checkpoint path; default: fer2013")
+    add_device_option(p)
 
 
 def load_classifier_and_detector(args, max_side: int = 640):
     from fer.face import FaceDetector
     from fer.inference import Classifier
 
-    return Classifier.load(args.checkpoint), FaceDetector(args.detector, model_path=args.yunet_model, max_side=max_side)
+    return Classifier.load(args.checkpoint, args.device), FaceDetector(args.detector, model_path=args.yunet_model, max_side=max_side)
 
 
 def add_predict(sub):
@@ -203,7 +212,8 @@ def main(argv=None) -> int:
     # shared the CPU (benchmarks/train_throughput.py). Must be set before torch loads.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    quiet = os.environ.get("RANK", "0") != "0"  # torchrun: ranks > 0 log warnings and errors only
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING if quiet else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("matplotlib").setLevel(logging.WARNING)
     try:
         return args.handler(args)

@@ -77,6 +77,11 @@ class TrainConfig:
     out_dir: str = "runs/default"
     checkpoint_every: int = 200  # optimizer steps between resumable checkpoints (last.pt)
     eval_batch_size: int = 256
+    # Hardware (fer/device.py, fer/distributed.py). Under torchrun, batch_size is the GLOBAL batch: each of the N ranks
+    # takes a disjoint batch_size / N slice of every batch of the one-process order.
+    device: str = "auto"  # auto (CUDA when present) | cpu | cuda
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; losses stay fp32; fp16 adds a GradScaler; CUDA only)
+    sync_batchnorm: bool = False  # SyncBatchNorm across ranks (CUDA/NCCL only); off: each rank normalises its slice
 
 
 @dataclass(frozen=True)
@@ -97,6 +102,8 @@ CHOICES = {
     "loss.class_weighting": ("none", "balanced"),
     "train.optimizer": ("adam", "adamw", "sgd"),
     "train.schedule": ("onecycle", "cosine", "plateau", "none"),
+    "train.device": ("auto", "cpu", "cuda"),
+    "train.precision": ("fp32", "bf16", "fp16"),
 }
 POSITIVE = {"data.image_size", "model.width", "loss.scale", "train.epochs", "train.batch_size", "train.lr", "train.eval_batch_size", "train.checkpoint_every",
             "data.max_per_class", "train.max_steps"}

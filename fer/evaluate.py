@@ -230,7 +230,7 @@ def compute_metrics(y_true: np.ndarray, y_pred: np.ndarray, class_names) -> dict
 def evaluate(checkpoint: str | Path | None, data_cfg: DataConfig, split: str | None, out_dir: str | Path,
              data_root: str | Path | None = None, tta_mode: str = "none", dedup_clean: bool = False, exclude_classes=(),
              allow_skipped: bool = False, detect_faces: bool = False, batch_size: int = 256, projection: str = "pca",
-             seed: int | None = None) -> dict:
+             seed: int | None = None, device: str = "cpu") -> dict:
     """Evaluate a checkpoint (None: the shipped default, a name or a path) on one split; write the report into out_dir.
 
     data_cfg names the dataset, its location (path), class_map and, for folders, exclude_unknown (unknown class folders
@@ -253,7 +253,7 @@ def evaluate(checkpoint: str | Path | None, data_cfg: DataConfig, split: str | N
     model, ckpt = load_model(checkpoint)
     spec = ckpt["model_spec"]
     model_classes = tuple(ckpt["class_names"])
-    classifier = Classifier(model, model_classes, spec["image_size"], spec["prob_scale"], ckpt["path"])
+    classifier = Classifier(model, model_classes, spec["image_size"], spec["prob_scale"], ckpt["path"], device)
     trained = ckpt.get("config") or {}
     same_dataset = trained.get("data", {}).get("dataset") == data_cfg.dataset
     if seed is None:
