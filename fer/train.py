@@ -303,6 +303,7 @@ def run_training(cfg: Config, device: torch.device, data_root, resume: bool, pro
         if main:
             write_history(state["history"], out)
 
+    distributed.broadcast_buffers(model)  # a run stopped mid-epoch: every rank returns rank 0's BN statistics
     return {"best": str(best_path), "last": str(last_path), "best_val_acc": state["best_val_acc"],
             "epochs": state["epoch"], "steps": state["step"], "seconds": state["seconds"], "model": model,
             "objective": objective}
