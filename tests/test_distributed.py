@@ -210,10 +210,11 @@ def test_autograd_centers_stay_identical_across_ranks(tmp_path, data_root):
         assert torch.equal(tensor, ranks[1]["model"][key]), key
 
 
-def torchrun(*args, **kwargs):
+def torchrun(*args, run_py: bool = True, **kwargs):
+    """`torchrun --nproc_per_node 2 run.py ARGS` (or a script given as the first arg) in its own process group."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "FER_DIST_TIMEOUT": "60"}
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-               str(free_port()), str(REPO / "run.py"), *args]
+               str(free_port()), *([str(REPO / "run.py")] if run_py else []), *args]
     return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True, **kwargs)
 
@@ -298,3 +299,16 @@ def test_bf16_autocast_trains_on_the_cpu(tmp_path, data_root):
     assert result["steps"] == 3
     saved = torch.load(result["last"], weights_only=True)
     assert all(t.dtype == torch.float32 for t in saved["state_dict"].values() if t.is_floating_point())
+
+
+def test_a_failing_rank_brings_the_group_down_instead_of_hanging(tmp_path):
+    script = tmp_path / "fail.py"
+    script.write_text("import torch\nfrom fer import distributed\ndistributed.init('cpu')\n"
+                      "if distributed.rank() == 1:\n    raise ValueError('rank 1 fails on purpose')\n"
+                      "distributed.all_reduce_sum(torch.ones(1))  # rank 0 waits for a peer that is gone\n")
+    started = time.time()
+    process = torchrun(str(script), run_py=False)
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode != 0
+    assert "ValueError: rank 1 fails on purpose" in output
+    assert time.time() - started < 60, "the surviving rank waited too long"
