@@ -101,7 +101,8 @@ def wrap_model(model: nn.Module, device: torch.device, sync_batchnorm: bool = Fa
             raise ConfigError("'train.sync_batchnorm': true needs CUDA (SyncBatchNorm has no CPU kernel); on the CPU "
                               "each rank normalises over its own batch_size / WORLD_SIZE images")
         nn.SyncBatchNorm.convert_sync_batchnorm(model)  # replaces the BN layers in place, same parameters
-    return nn.parallel.DistributedDataParallel(_ForwardBoth(model), device_ids=[device.index] if device.type == "cuda" else None)
+    device_ids = [device.index] if device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(_ForwardBoth(model), device_ids=device_ids)
 
 
 class _ForwardBoth(nn.Module):

@@ -348,7 +348,7 @@ def evaluate_after_training(cfg: Config, checkpoint_path: str | Path, data_root:
     """Evaluate a freshly trained checkpoint on the dataset's report split into <cfg.train.out_dir>/eval/."""
     split = REPORT_SPLITS[cfg.data.dataset]
     report = evaluate(checkpoint_path, cfg.data, split, Path(cfg.train.out_dir) / "eval", data_root=data_root,
-                      seed=cfg.train.seed)
+                      seed=cfg.train.seed, device=cfg.train.device)
     log.info("evaluation on %s/%s:\n%s", cfg.data.dataset, split, format_summary(report))
     return report
 

@@ -209,14 +209,16 @@ def run_training(cfg: Config, device: torch.device, data_root, resume: bool, pro
         if saved.get("scaler"):
             scaler.load_state_dict(saved["scaler"])
         torch.set_rng_state(saved["torch_rng"])
+        if device.type == "cuda" and "cuda_rng" in saved:
+            torch.cuda.set_rng_state(saved["cuda_rng"], device)
         state = saved["train_state"]
         log.info("resumed from %s at epoch %d batch %d (step %d)", last_path, state["epoch"], state["batch"], state["step"])
 
     def checkpoint(path: Path, metrics: dict | None = None, resumable: bool = True) -> None:
         if not main:
             return
-        payload = {"state_dict": cpu_state(model.state_dict()), "model_spec": spec, "class_names": list(train_faces.class_names),
-                   "config": config_to_dict(cfg), "metrics": metrics or {}}
+        payload = {"state_dict": cpu_state(model.state_dict()), "model_spec": spec,
+                   "class_names": list(train_faces.class_names), "config": config_to_dict(cfg), "metrics": metrics or {}}
         if resumable:
             payload.update({"objective": cpu_state(objective.state_dict()), "optimizer": cpu_state(optimizer.state_dict()),
                             "schedule": schedule.state_dict() if schedule is not None else {},
@@ -224,6 +226,8 @@ def run_training(cfg: Config, device: torch.device, data_root, resume: bool, pro
                             "torch_rng": torch.get_rng_state(), "train_state": state})
             if scaler.is_enabled():
                 payload["scaler"] = scaler.state_dict()
+            if device.type == "cuda":
+                payload["cuda_rng"] = torch.cuda.get_rng_state(device)
         atomic_save(payload, path)
 
     stop = bool((t.max_steps and state["step"] >= t.max_steps)
