@@ -9,6 +9,11 @@ import sys
 from fer.config import ConfigError
 
 
+def is_main_rank() -> bool:
+    """Not a torchrun rank > 0 (read from torchrun's environment, so the CLI needs no torch import for it)."""
+    return int(os.environ.get("WORLD_SIZE", 1)) <= 1 or os.environ.get("RANK", "0") == "0"
+
+
 def add_train(sub):
     p = sub.add_parser("train", help="train a model from a YAML config, then evaluate it on the report split")
     p.add_argument("--config", required=True, help="YAML file, e.g. configs/quickstart.yaml")
@@ -27,7 +32,7 @@ def cmd_train(args) -> int:
 
     cfg = load_config(args.config, args.overrides)
     result = train(cfg, data_root=args.data_root, resume=args.resume, progress=not args.no_progress)
-    if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 reports and evaluates
+    if not is_main_rank():  # torchrun: rank 0 reports and evaluates
         return 0
     logging.getLogger("fer").info("best validation accuracy %.4f after %d epochs, %.0f s of training; best checkpoint %s",
                                   result["best_val_acc"], result["epochs"], result["seconds"], result["best"])
@@ -212,8 +217,9 @@ def main(argv=None) -> int:
     # shared the CPU (benchmarks/train_throughput.py). Must be set before torch loads.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     args = build_parser().parse_args(argv)
-    quiet = os.environ.get("RANK", "0") != "0"  # torchrun: ranks > 0 log warnings and errors only
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING if quiet else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    quiet = not is_main_rank()  # torchrun: ranks > 0 log warnings and errors only
+    level = logging.DEBUG if args.verbose else logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("matplotlib").setLevel(logging.WARNING)
     try:
         return args.handler(args)

@@ -38,7 +38,7 @@ def is_distributed() -> bool:
 
 
 def rank() -> int:
-    return dist.get_rank() if is_distributed() else int(os.environ.get("RANK", 0))
+    return dist.get_rank() if is_distributed() else 0
 
 
 def world_size() -> int:

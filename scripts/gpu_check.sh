@@ -34,8 +34,13 @@ cd "$here"
 step "install (dry run: $dry_run)"
 if [ "$dry_run" = 0 ]; then
   # --system-site-packages: a GPU image's preinstalled CUDA torch is reused instead of downloaded again.
-  python3 -m venv --system-site-packages .gpu-venv
-  . .gpu-venv/bin/activate
+  if python3 -m venv --system-site-packages .gpu-venv; then
+    . .gpu-venv/bin/activate
+  else
+    echo "gpu_check.sh: no venv module here; installing into $(command -v python3)"
+    python() { python3 "$@"; }
+    export -f python
+  fi
   bash scripts/install.sh "[dev]" cuda
   device=cuda
   nvidia-smi > "$out/nvidia-smi.txt" 2>&1 || true

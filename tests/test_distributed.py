@@ -47,6 +47,25 @@ def spawn(fn, *args, world: int = 2):
     mp.spawn(_entry, args=(world, free_port(), fn, args), nprocs=world, join=True)
 
 
+# ------------------------------------------------------------------------------------------------------------ sharding
+
+@pytest.mark.parametrize("balanced", [False, True])
+def test_rank_shards_are_disjoint_slices_of_the_one_process_batches(data_root, balanced):
+    from fer.data.loader import TrainBatches
+
+    cfg = load_config(TINY, ["data.max_per_class=20"])
+    train_faces, _ = load_train_val(cfg.data, root=data_root)
+    one = list(TrainBatches(train_faces, 32, None, seed=3, balanced=balanced).epoch(1))
+    ranks = [list(TrainBatches(train_faces, 32, None, seed=3, balanced=balanced, rank=r, world_size=2).epoch(1))
+             for r in range(2)]
+    assert len(one) == len(ranks[0]) == len(ranks[1]) == 140 // 32
+    for (x, labels), (x0, labels0), (x1, labels1) in zip(one, *ranks):
+        assert len(x0) == len(x1) == 16
+        assert torch.equal(torch.cat([x0, x1]), x) and torch.equal(torch.cat([labels0, labels1]), labels)
+    resumed = list(TrainBatches(train_faces, 32, None, seed=3, balanced=balanced, rank=1, world_size=2).epoch(1, 2))
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(resumed, ranks[1][2:])), "mid-epoch resume sees the same shard"
+
+
 # ------------------------------------------------------------------------------------------------------ center updates
 
 def make_batch(seed=0, batch=24, dim=16, num_classes=7):
