@@ -25,8 +25,7 @@ from fer.config import ConfigError
 from fer.device import resolve_device
 
 log = logging.getLogger(__name__)
-# A rank that waits longer than this in a collective (its peer died or hangs) raises instead of hanging forever.
-TIMEOUT_S = float(os.environ.get("FER_DIST_TIMEOUT", 600))
+DEFAULT_TIMEOUT_S = 600  # env FER_DIST_TIMEOUT: a rank waiting longer in a collective raises instead of hanging
 
 
 def env_world_size() -> int:
@@ -63,8 +62,11 @@ def init(device_name: str = "auto", key: str = "train.device") -> torch.device:
                           f"which this torch build ({torch.__version__}) lacks")
     if device.type == "cuda":
         torch.cuda.set_device(device)
+    timeout = os.environ.get("FER_DIST_TIMEOUT", str(DEFAULT_TIMEOUT_S))
+    if not timeout.replace(".", "", 1).isdigit() or float(timeout) <= 0:
+        raise ConfigError(f"FER_DIST_TIMEOUT: expected seconds > 0, got {timeout!r}")
     if not is_distributed():
-        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=TIMEOUT_S))
+        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=float(timeout)))
     log.info("rank %d of %d (local rank %d) on %s, backend %s", dist.get_rank(), dist.get_world_size(), local_rank,
              device, backend)
     return device
