@@ -71,9 +71,10 @@ class OpenCVClassifier(_OnnxInfo):
         return torch.from_numpy(embeddings.copy()), torch.from_numpy(probs.copy())
 
 
-def load_classifier(checkpoint=None, backend: str = "torch", num_threads: int | None = None):
+def load_classifier(checkpoint=None, backend: str = "torch", num_threads: int | None = None, device: str = "cpu"):
     """A classifier for a shipped name (None / 'default': the default model), a .pt checkpoint or a fer .onnx file.
 
+    device: auto | cpu | cuda for the torch backend; the ONNX backends run on the CPU ('cuda' is an error there).
     num_threads: onnxruntime's intra-op threads (None: its default, one per core). torch and OpenCV threads are
     process-wide settings (torch.set_num_threads, cv2.setNumThreads; run_live sets both).
     """
@@ -81,7 +82,9 @@ def load_classifier(checkpoint=None, backend: str = "torch", num_threads: int | 
         raise ValueError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
     path = resolve_checkpoint(checkpoint)
     if backend == "torch":
-        return Classifier.load(path)  # a .onnx path is refused there, naming the ONNX backends
+        return Classifier.load(path, device)  # a .onnx path is refused there, naming the ONNX backends
+    if device == "cuda":
+        raise ValueError(f"--device cuda runs with --backend torch; the {backend} backend here runs on the CPU")
     if path.suffix == ".onnx":
         model_bytes = path.read_bytes()
     else:

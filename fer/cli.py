@@ -18,6 +18,11 @@ def add_backend_option(p) -> None:
                         "backends export a .pt checkpoint in memory, or take a .onnx file from `export --onnx`")
 
 
+def is_main_rank() -> bool:
+    """Not a torchrun rank > 0 (read from torchrun's environment, so the CLI needs no torch import for it)."""
+    return int(os.environ.get("WORLD_SIZE", 1)) <= 1 or os.environ.get("RANK", "0") == "0"
+
+
 def add_train(sub):
     p = sub.add_parser("train", help="train a model from a YAML config, then evaluate it on the report split")
     p.add_argument("--config", required=True, help="YAML file, e.g. configs/quickstart.yaml")
@@ -36,6 +41,8 @@ def cmd_train(args) -> int:
 
     cfg = load_config(args.config, args.overrides)
     result = train(cfg, data_root=args.data_root, resume=args.resume, progress=not args.no_progress)
+    if not is_main_rank():  # torchrun: rank 0 reports and evaluates
+        return 0
     logging.getLogger("fer").info("best validation accuracy %.4f after %d epochs, %.0f s of training; best checkpoint %s",
                                   result["best_val_acc"], result["epochs"], result["seconds"], result["best"])
     if args.no_eval:
@@ -64,6 +71,7 @@ def add_evaluate(sub):
     p.add_argument("--projection", default="pca", choices=("pca", "tsne"), help="embeddings.png projection")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--out", default="runs/eval", help="report folder (report.json, report.md, confusion.png, embeddings.png)")
+    add_device_option(p)
     p.set_defaults(handler=cmd_evaluate)
 
 
@@ -75,10 +83,15 @@ def cmd_evaluate(args) -> int:
     report = evaluate(args.checkpoint, data_cfg, args.split, args.out, data_root=args.data_root, tta_mode=args.tta,
                       dedup_clean=args.dedup_clean, exclude_classes=parse_names(args.exclude_classes),
                       allow_skipped=args.allow_skipped, detect_faces=args.detect_faces, batch_size=args.batch_size,
-                      projection=args.projection, backend=args.backend)
+                      projection=args.projection, backend=args.backend, device=args.device)
     print(format_summary(report))
     print(f"report: {args.out}/report.json, report.md, confusion.png, embeddings.png")
     return 0
+
+
+def add_device_option(p) -> None:
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="where the classifier runs (default auto: CUDA when present)")
 
 
 def add_detector_options(p) -> None:
@@ -89,13 +102,14 @@ def add_detector_options(p) -> None:
     p.add_argument("--checkpoint", help="a shipped model name (fer2013, rafdb), a checkpoint path or an exported .onnx; "
                    "default: the shipped default model")
     add_backend_option(p)
+    add_device_option(p)
 
 
 def load_classifier_and_detector(args, max_side: int = 640, num_threads: int | None = None):
     from fer.backends import load_classifier
     from fer.face import FaceDetector
 
-    classifier = load_classifier(args.checkpoint, args.backend, num_threads=num_threads)
+    classifier = load_classifier(args.checkpoint, args.backend, num_threads=num_threads, device=args.device)
     return classifier, FaceDetector(args.detector, model_path=args.yunet_model, max_side=max_side)
 
 
@@ -232,7 +246,9 @@ def main(argv=None) -> int:
     # shared the CPU (benchmarks/train_throughput.py). Must be set before torch loads.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    quiet = not is_main_rank()  # torchrun: ranks > 0 log warnings and errors only
+    level = logging.DEBUG if args.verbose else logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("matplotlib").setLevel(logging.WARNING)
     try:
         return args.handler(args)

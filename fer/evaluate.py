@@ -231,7 +231,7 @@ def compute_metrics(y_true: np.ndarray, y_pred: np.ndarray, class_names) -> dict
 def evaluate(checkpoint: str | Path | None, data_cfg: DataConfig, split: str | None, out_dir: str | Path,
              data_root: str | Path | None = None, tta_mode: str = "none", dedup_clean: bool = False, exclude_classes=(),
              allow_skipped: bool = False, detect_faces: bool = False, batch_size: int = 256, projection: str = "pca",
-             seed: int | None = None, backend: str = "torch") -> dict:
+             seed: int | None = None, backend: str = "torch", device: str = "cpu") -> dict:
     """Evaluate a checkpoint (None: the shipped default, a name or a path) on one split; write the report into out_dir.
 
     data_cfg names the dataset, its location (path), class_map and, for folders, exclude_unknown (unknown class folders
@@ -252,7 +252,7 @@ def evaluate(checkpoint: str | Path | None, data_cfg: DataConfig, split: str | N
         raise ValueError(f"{data_cfg.dataset}: unknown split {split!r}; expected one of {', '.join(SPLITS[data_cfg.dataset])}")
     exclude_classes = tuple(exclude_classes)
 
-    classifier = load_classifier(checkpoint, backend)
+    classifier = load_classifier(checkpoint, backend, device=device)
     ckpt, spec = classifier.checkpoint, classifier.checkpoint["model_spec"]
     model_classes = tuple(classifier.class_names)
     size, channels = classifier.input_size, classifier.channels
@@ -351,7 +351,7 @@ def evaluate_after_training(cfg: Config, checkpoint_path: str | Path, data_root:
     """Evaluate a freshly trained checkpoint on the dataset's report split into <cfg.train.out_dir>/eval/."""
     split = REPORT_SPLITS[cfg.data.dataset]
     report = evaluate(checkpoint_path, cfg.data, split, Path(cfg.train.out_dir) / "eval", data_root=data_root,
-                      seed=cfg.train.seed)
+                      seed=cfg.train.seed, device=cfg.train.device)
     log.info("evaluation on %s/%s:\n%s", cfg.data.dataset, split, format_summary(report))
     return report
 

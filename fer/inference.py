@@ -10,6 +10,7 @@ import torch
 
 from fer.checkpoint import input_shape, load_model
 from fer.data.transforms import check_faces, to_tensor
+from fer.device import resolve_device, to_device
 
 
 def predict_probs(classifier, faces) -> np.ndarray:
@@ -22,8 +23,9 @@ def predict_probs(classifier, faces) -> np.ndarray:
 
 class Classifier:
     def __init__(self, model: torch.nn.Module, class_names, input_size: int, prob_scale: float, source: str = "",
-                 channels: int = 1, checkpoint: dict | None = None):
-        self.model = model.eval().to(memory_format=torch.channels_last)
+                 channels: int = 1, checkpoint: dict | None = None, device: str = "cpu"):
+        self.device = resolve_device(device, key="--device")
+        self.model = model.eval().to(self.device, memory_format=torch.channels_last)
         self.class_names = tuple(class_names)
         self.input_size = input_size
         self.channels = channels  # 1: gray faces (N, S, S); 3: BGR faces (N, S, S, 3)
@@ -36,21 +38,23 @@ class Classifier:
         return self.model.embedding_dim
 
     @classmethod
-    def load(cls, checkpoint: str | None = None) -> "Classifier":
-        """checkpoint: None (the shipped default), a shipped model name ('fer2013', 'rafdb') or a path."""
+    def load(cls, checkpoint: str | None = None, device: str = "cpu") -> "Classifier":
+        """checkpoint: None (the shipped default), a shipped model name ('fer2013', 'rafdb') or a path.
+        device: auto | cpu | cuda (checkpoints are stored on the CPU and load on any device)."""
         model, ckpt = load_model(checkpoint)
         spec = ckpt["model_spec"]
         size, channels = input_shape(spec)
         info = {key: ckpt.get(key) or {} for key in ("model_spec", "config")}
         info.update(path=ckpt["path"], class_names=list(ckpt["class_names"]))
         return cls(model, ckpt["class_names"], size, spec["prob_scale"], ckpt["path"],
-                   channels=channels, checkpoint=info)
+                   channels=channels, checkpoint=info, device=device)
 
     @torch.inference_mode()
     def outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """x (B, C, S, S) float -> embeddings (B, D), probs (B, K)."""
-        embeddings, outputs = self.model.forward_both(x.contiguous(memory_format=torch.channels_last))
-        return embeddings, torch.softmax(outputs.float() * self.prob_scale, dim=1)
+        """x (B, C, S, S) float -> embeddings (B, D), probs (B, K), on the CPU."""
+        x = to_device(x, self.device).contiguous(memory_format=torch.channels_last)
+        embeddings, outputs = self.model.forward_both(x)
+        return embeddings.cpu(), torch.softmax(outputs.float() * self.prob_scale, dim=1).cpu()
 
     def predict(self, faces: np.ndarray) -> np.ndarray:
         """faces uint8 (N, S, S) (gray) or (N, S, S, 3) (BGR colour) -> probabilities float32 (N, K)."""

@@ -368,6 +368,8 @@ def _init_centers(module: nn.Module, where: str, num_classes: int, embedding_dim
     if not alpha > 0:
         raise ValueError(f"{where}: alpha must be > 0, got {alpha}")
     module.num_classes, module.embedding_dim, module.update, module.alpha = num_classes, embedding_dim, update, alpha
+    # Data-parallel training sets this to a cross-process sum (fer.distributed.all_reduce_sum) for the delta rule.
+    module.reduce_center_stats = None
     # randn init as in KaiyangZhou/pytorch-center-loss [I]: a zero init would leave the pair term without a direction.
     centers = torch.randn(num_classes, embedding_dim)  # (K, D)
     if update == "autograd":
@@ -391,12 +393,14 @@ def _pair_gradient_one_sided(centers: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _delta_rule(centers, embeddings, labels, alpha, pair_weight):
+def _delta_rule(centers, embeddings, labels, alpha, pair_weight, reduce_stats=None):
     """New centers (a fresh tensor) after one step of the paper's update.
 
     Wen et al. 2016 eq. 4 [C]: dc_j = sum_{i: y_i = j} (c_j - x_i) / (1 + n_j); classes absent from the batch get 0.
     Cai et al. 2018 eq. 5 [C]: + pair_weight (= lambda1 / (K - 1)) * one-sided pair gradient, for every j.
     c_j <- c_j - alpha * dc_j.
+    reduce_stats: None, or a function that sums the per-class [sums | counts] (K, D + 1) over processes, so that every
+    process makes the update of the concatenated global batch (data-parallel training; see the loss classes).
     """
     with _fp32_region(centers.device):
         c = centers.to(_compute_dtype(centers))  # (K, D)
@@ -404,6 +408,9 @@ def _delta_rule(centers, embeddings, labels, alpha, pair_weight):
         labels = labels.long()
         counts = torch.bincount(labels, minlength=c.shape[0]).to(c.dtype)[:, None]  # (K, 1)
         sums = torch.zeros_like(c).index_add_(0, labels, x)  # (K, D) sum of x_i per class
+        if reduce_stats is not None:
+            stats = reduce_stats(torch.cat([sums, counts], 1))  # (K, D + 1) over the global batch
+            sums, counts = stats[:, :-1], stats[:, -1:]
         delta = (counts * c - sums) / (1 + counts)
         if pair_weight:
             delta = delta + pair_weight * _pair_gradient_one_sided(c)
@@ -542,7 +549,9 @@ class CenterLoss(nn.Module):
                 c_j - alpha * sum_{i: y_i=j}(c_j - x_i)/(1 + n_j), computed from detached embeddings; classes absent
                 from the batch do not move. No optimizer. Call
                 .eval() on this loss (not only on the model) before computing a validation loss, or the validation
-                batches move the centers. The update uses the local batch only (not synchronised across processes).
+                batches move the centers. Data-parallel training: set reduce_center_stats to a function that sums a
+                (K, D + 1) tensor over the processes (fer.distributed.all_reduce_sum); every process then applies the
+                update of the concatenated global batch and the centers stay identical. None (default): this batch.
             "autograd" [C, common PyTorch practice]: centers are an nn.Parameter. Pass loss.parameters() to a plain
                 SGD (lr = alpha / lambda, no momentum, no weight decay); center_optimizer(loss, loss_weight=lambda)
                 builds it. Never to Adam with the model.
@@ -561,7 +570,8 @@ class CenterLoss(nn.Module):
         _check_center_inputs("CenterLoss", embeddings, labels, self.centers)
         loss = _reduce(_center_terms(embeddings, labels, self.centers), self.reduction)
         if self.update == "delta" and self.training:
-            self.centers = _delta_rule(self.centers, embeddings, labels, self.alpha, pair_weight=0.0)
+            self.centers = _delta_rule(self.centers, embeddings, labels, self.alpha, pair_weight=0.0,
+                                       reduce_stats=self.reduce_center_stats)
         return loss
 
     def extra_repr(self) -> str:
@@ -605,7 +615,8 @@ class IslandLoss(nn.Module):
         loss = _reduce(per_sample, self.reduction)
         if self.update == "delta" and self.training:
             pair_weight = self.lambda1 / (self.num_classes - 1)
-            self.centers = _delta_rule(self.centers, embeddings, labels, self.alpha, pair_weight)
+            self.centers = _delta_rule(self.centers, embeddings, labels, self.alpha, pair_weight,
+                                       reduce_stats=self.reduce_center_stats)
         return loss
 
     def extra_repr(self) -> str:
@@ -693,7 +704,8 @@ class CosineDistanceLoss(nn.Module):
             if self.intra == "cosine":
                 targets = F.normalize(embeddings.detach().to(_compute_dtype(embeddings)), dim=1, eps=NORM_EPS)
             pair_weight = self.lambda1 / (self.num_classes - 1)
-            self.centers = _delta_rule(self.centers, targets, labels, self.alpha, pair_weight)
+            self.centers = _delta_rule(self.centers, targets, labels, self.alpha, pair_weight,
+                                       reduce_stats=self.reduce_center_stats)
         return loss
 
     def extra_repr(self) -> str:

@@ -4,6 +4,7 @@ Top to bottom: data -> model -> loss -> optimiser/schedule -> epochs (progress b
 best.pt by validation accuracy, early stopping). last.pt is written atomically every `train.checkpoint_every` steps and at
 each epoch end; resume=True continues from it and ends where a straight run with the same seed ends.
 Recipe options (EMA, mixup/cutmix, distillation: fer/recipe.py; margins and re-weighting: fer/losses.py) are off by default.
+Device, precision and data-parallel training (torchrun) are a few calls into fer/device.py and fer/distributed.py.
 """
 
 import csv
@@ -18,12 +19,13 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from fer import losses, recipe
+from fer import distributed, losses, recipe
 from fer.checkpoint import atomic_save, build_model, model_spec
 from fer.config import Config, ConfigError, config_to_dict, save_config
 from fer.data.loader import TrainBatches, class_balanced_weights, eval_batches
 from fer.data.splits import load_train_val
 from fer.data.transforms import build_augmentation
+from fer.device import autocast, check_precision, cpu_state, grad_scaler, to_device
 
 log = logging.getLogger(__name__)
 
@@ -126,18 +128,29 @@ def make_optimizer(cfg, model):
 
 
 @torch.inference_mode()
-def validate(model, faces, batch_size: int, channels_last: bool) -> dict:
+def validation_counts(model, faces, batch_size: int, channels_last: bool, device=torch.device("cpu")):
+    """(correct per class, images per class) over the whole split, int64 (K,): each rank predicts its contiguous shard
+    and the counts are summed over ranks, so every image counts exactly once."""
     model.eval()
-    correct, predictions = 0, []
-    for x, labels in eval_batches(faces, batch_size):
+    num_classes = len(faces.class_names)
+    correct, seen = torch.zeros(num_classes, dtype=torch.int64), torch.zeros(num_classes, dtype=torch.int64)
+    for x, labels in eval_batches(faces, batch_size, *distributed.shard_range(len(faces))):
+        x = to_device(x, device)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        predicted = model(x).argmax(1)
-        predictions.append(predicted)
-        correct += (predicted == labels).sum().item()
-    predicted = torch.cat(predictions).numpy()
-    recalls = [np.mean(predicted[faces.labels == k] == k) for k in range(len(faces.class_names)) if (faces.labels == k).any()]
-    return {"val_acc": correct / max(len(faces), 1), "val_balanced_acc": float(np.mean(recalls))}
+        predicted = model(x).argmax(1).cpu()
+        correct += torch.bincount(labels[predicted == labels], minlength=num_classes)
+        seen += torch.bincount(labels, minlength=num_classes)
+    correct, seen = distributed.all_reduce_sum(correct).numpy(), distributed.all_reduce_sum(seen).numpy()
+    if seen.sum() != len(faces):
+        raise RuntimeError(f"validation saw {seen.sum()} of {len(faces)} images")
+    return correct, seen
+
+
+def validate(model, faces, batch_size: int, channels_last: bool, device=torch.device("cpu")) -> dict:
+    correct, seen = validation_counts(model, faces, batch_size, channels_last, device)
+    recalls = [correct[k] / seen[k] for k in range(len(seen)) if seen[k]]
+    return {"val_acc": int(correct.sum()) / max(len(faces), 1), "val_balanced_acc": float(np.mean(recalls))}
 
 
 def plot_curves(rows: list[dict], path: Path) -> None:
@@ -165,37 +178,56 @@ def seed_everything(seed: int) -> None:
 
 
 def train(cfg: Config, data_root=None, resume: bool = False, progress: bool = True) -> dict:
-    """Train under cfg; returns {'best': path, 'last': path, 'best_val_acc': float, 'epochs': int, 'seconds': float}."""
+    """Train under cfg; returns {'best': path, 'last': path, 'best_val_acc': float, 'epochs': int, 'seconds': float,
+    'model': the trained nn.Module, 'objective': its Objective}. Under torchrun every rank calls this; rank 0 writes."""
     check_compatible(cfg)
+    device = distributed.init(cfg.train.device)  # joins the process group under torchrun only
+    try:
+        return run_training(cfg, device, data_root, resume, progress)
+    finally:
+        distributed.teardown()
+
+
+def run_training(cfg: Config, device: torch.device, data_root, resume: bool, progress: bool) -> dict:
     t = cfg.train
+    check_precision(t.precision, device)
     if t.threads:
         torch.set_num_threads(t.threads)
     seed_everything(t.seed)
+    main = distributed.is_main_process()
     out = Path(t.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "config.yaml")
+    if main:
+        save_config(cfg, out / "config.yaml")
 
     train_faces, val_faces = load_train_val(cfg.data, seed=t.seed, root=data_root)
     num_classes = len(train_faces.class_names)
     log.info("train %d images %s, validation %d images", len(train_faces), train_faces.class_counts(), len(val_faces))
+    distributed.check_world_size(t.batch_size, len(train_faces))
     batches = TrainBatches(train_faces, t.batch_size, build_augmentation(cfg.augment, cfg.data.image_size), t.seed,
-                           t.balanced_sampling)
+                           t.balanced_sampling, distributed.rank(), distributed.world_size())
     if len(batches) == 0:
         raise ValueError(f"train set has {len(train_faces)} images, fewer than one batch of {t.batch_size}")
 
     spec = model_spec(cfg.model.name, num_classes, cfg.model.head, cfg.model.width, cfg.data.image_size,
                       cfg.loss.scale if cfg.model.head == "cosine" else 1.0, cfg.data.channels)
-    model = build_model(spec)
+    model = build_model(spec).to(device)
     if t.channels_last:
         model = model.to(memory_format=torch.channels_last)
     class_weights = None
     if cfg.loss.class_weighting == "balanced":
         class_weights = torch.tensor(class_balanced_weights(train_faces.labels, num_classes), dtype=torch.float32)
     class_counts = np.bincount(train_faces.labels, minlength=num_classes)
-    objective = Objective(cfg, num_classes, model.embedding_dim, class_weights, class_counts)
+    objective = Objective(cfg, num_classes, model.embedding_dim, class_weights, class_counts).to(device)
+    forward_both = distributed.wrap_model(model, device, t.sync_batchnorm)  # DDP under torchrun
+    if distributed.is_distributed():
+        distributed.broadcast_parameters(objective)  # the centers start equal; DDP does the same for the model
+        if cfg.loss.name != "softmax":
+            objective.centers.reduce_center_stats = distributed.all_reduce_sum  # delta rule on the global batch
     ema = recipe.make_ema(model, t.ema_decay)  # validation, best.pt and export use the EMA copy when on
     teacher = recipe.Teacher(t.teacher, train_faces.class_names, cfg.data.image_size, cfg.data.channels) if t.teacher else None
     optimizer = make_optimizer(cfg, model)
+    scaler = grad_scaler(device, t.precision)  # fp16 only; otherwise a pass-through
     center_optimizer = None
     if cfg.loss.name != "softmax" and cfg.loss.center_update == "autograd":
         weight = None if cfg.loss.name == "cosine_distance" else cfg.loss.lambda_island  # cosine_distance weighs itself
@@ -218,21 +250,31 @@ def train(cfg: Config, data_root=None, resume: bool = False, progress: bool = Tr
             center_optimizer.load_state_dict(saved["center_optimizer"])
         if schedule is not None:
             schedule.load_state_dict(saved["schedule"])
+        if saved.get("scaler"):
+            scaler.load_state_dict(saved["scaler"])
         torch.set_rng_state(saved["torch_rng"])
+        if device.type == "cuda" and "cuda_rng" in saved:
+            torch.cuda.set_rng_state(saved["cuda_rng"], device)
         state = saved["train_state"]
         log.info("resumed from %s at epoch %d batch %d (step %d)", last_path, state["epoch"], state["batch"], state["step"])
 
     def checkpoint(path: Path, metrics: dict | None = None, resumable: bool = True) -> None:
+        if not main:
+            return
         shipped = model if ema is None else ema.module  # the weights evaluate/export use: the EMA copy when on
-        payload = {"state_dict": shipped.state_dict(), "model_spec": spec, "class_names": list(train_faces.class_names),
-                   "config": config_to_dict(cfg), "metrics": metrics or {}}
+        payload = {"state_dict": cpu_state(shipped.state_dict()), "model_spec": spec,
+                   "class_names": list(train_faces.class_names), "config": config_to_dict(cfg), "metrics": metrics or {}}
         if resumable:
-            payload.update({"objective": objective.state_dict(), "optimizer": optimizer.state_dict(),
+            payload.update({"objective": cpu_state(objective.state_dict()), "optimizer": cpu_state(optimizer.state_dict()),
                             "schedule": schedule.state_dict() if schedule is not None else {},
                             "center_optimizer": center_optimizer.state_dict() if center_optimizer is not None else {},
                             "torch_rng": torch.get_rng_state(), "train_state": state})
             if ema is not None:
-                payload.update({"train_state_dict": model.state_dict(), "ema": ema.state_dict()})
+                payload.update({"train_state_dict": cpu_state(model.state_dict()), "ema": cpu_state(ema.state_dict())})
+            if scaler.is_enabled():
+                payload["scaler"] = scaler.state_dict()
+            if device.type == "cuda":
+                payload["cuda_rng"] = torch.cuda.get_rng_state(device)
         atomic_save(payload, path)
 
     stop = bool((t.max_steps and state["step"] >= t.max_steps)
@@ -246,13 +288,15 @@ def train(cfg: Config, data_root=None, resume: bool = False, progress: bool = Tr
             objective.rebalance(losses.deferred_class_weights(class_counts, epoch, t.defer_rebalance_epoch))
         first_batch, epoch_started = state["batch"], time.perf_counter()
         bar = tqdm(batches.epoch(epoch, state["batch"]), total=len(batches), initial=state["batch"],
-                   desc=f"epoch {epoch + 1}/{t.epochs}", disable=not progress, leave=False)
+                   desc=f"epoch {epoch + 1}/{t.epochs}", disable=not (progress and main), leave=False)
         for x, labels in bar:
+            x, labels = to_device(x, device), to_device(labels, device)
             x, labels_b, lam = recipe.mix_batch(x, labels, cfg.augment, t.seed, epoch, state["batch"])
             if t.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            embeddings, outputs = model.forward_both(x)
-            loss = objective(embeddings, outputs, labels, labels_b, lam)
+            with autocast(device, t.precision):
+                embeddings, outputs = forward_both(x)
+            loss = objective(embeddings, outputs, labels, labels_b, lam)  # float32 (the losses switch autocast off)
             if teacher is not None:  # student logits as the teacher's: prob_scale * outputs (s * cos, no margin)
                 student_logits = outputs * spec["prob_scale"]
                 loss = loss + t.distill_weight * recipe.distillation_loss(
@@ -262,19 +306,23 @@ def train(cfg: Config, data_root=None, resume: bool = False, progress: bool = Tr
             optimizer.zero_grad(set_to_none=True)
             if center_optimizer is not None:
                 center_optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            if center_optimizer is not None:
+                distributed.average_gradients(objective.parameters())  # the centers live outside DDP
+                scaler.step(center_optimizer)
+            scaler.update()
             if ema is not None:
                 ema.update_parameters(model)
-            if center_optimizer is not None:
-                center_optimizer.step()
             if schedule is not None and t.schedule != "plateau":
                 schedule.step()
             state["step"] += 1
             state["batch"] += 1
-            totals["loss"] += loss.item() * len(labels)
-            totals["correct"] += (outputs.argmax(1) == labels).sum().item()
-            totals["seen"] += len(labels)
+            loss_sum, correct, seen = distributed.sum_over_ranks(loss.item() * len(labels),
+                                                                 (outputs.argmax(1) == labels).sum().item(), len(labels))
+            totals["loss"] += loss_sum
+            totals["correct"] += correct
+            totals["seen"] += seen
             images_per_s = (state["batch"] - first_batch) * t.batch_size / max(time.perf_counter() - epoch_started, 1e-9)
             bar.set_postfix(loss=f"{totals['loss'] / totals['seen']:.3f}", acc=f"{totals['correct'] / totals['seen']:.3f}",
                             img_s=f"{images_per_s:.0f}")
@@ -291,7 +339,11 @@ def train(cfg: Config, data_root=None, resume: bool = False, progress: bool = Tr
             checkpoint(last_path)
             break
 
-        metrics = validate(model if ema is None else ema.module, val_faces, t.eval_batch_size, t.channels_last)
+        distributed.broadcast_buffers(model)  # BN running statistics: rank 0's, as DDP's next forward would
+        if ema is not None:
+            distributed.broadcast_buffers(ema.module)  # its averaged BN statistics follow each rank's own
+        distributed.check_in_sync(model=model, objective=objective)
+        metrics = validate(model if ema is None else ema.module, val_faces, t.eval_batch_size, t.channels_last, device)
         row = {"epoch": epoch + 1, "step": state["step"], "train_loss": totals["loss"] / max(totals["seen"], 1),
                "train_acc": totals["correct"] / max(totals["seen"], 1), **metrics,
                "lr": optimizer.param_groups[0]["lr"], "seconds": round(state["seconds"], 1)}
@@ -310,10 +362,13 @@ def train(cfg: Config, data_root=None, resume: bool = False, progress: bool = Tr
             log.info("early stop: no validation improvement for %d epochs", state["bad_epochs"])
             stop = True
         checkpoint(last_path)
-        write_history(state["history"], out)
+        if main:
+            write_history(state["history"], out)
 
+    distributed.broadcast_buffers(model)  # a run stopped mid-epoch: every rank returns rank 0's BN statistics
     return {"best": str(best_path), "last": str(last_path), "best_val_acc": state["best_val_acc"],
-            "epochs": state["epoch"], "steps": state["step"], "seconds": state["seconds"]}
+            "epochs": state["epoch"], "steps": state["step"], "seconds": state["seconds"], "model": model,
+            "objective": objective}
 
 
 def write_history(rows: list[dict], out: Path) -> None:
