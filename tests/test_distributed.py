@@ -229,6 +229,23 @@ def test_autograd_centers_stay_identical_across_ranks(tmp_path, data_root):
         assert torch.equal(tensor, ranks[1]["model"][key]), key
 
 
+def test_recipe_options_train_in_sync_across_ranks(tmp_path, data_root):
+    """EMA (its BN statistics broadcast before the sharded validation), mixup and smoothing under two processes."""
+    out = tmp_path / "run"
+    spawn(_train_worker, str(out), data_root, ["train.ema_decay=0.9", "augment.mixup=0.4", "loss.label_smoothing=0.1",
+                                                  "train.epochs=2", "data.max_per_class=20"])
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    for part in ("model", "objective"):
+        for key, tensor in ranks[0][part].items():
+            assert torch.equal(tensor, ranks[1][part][key]), f"{part} '{key}' differs between ranks"
+    saved = torch.load(out / "last.pt", weights_only=True)
+    for key, tensor in saved["train_state_dict"].items():
+        assert torch.equal(tensor, ranks[0]["model"][key]), key
+    averaged = {k.removeprefix("module."): v for k, v in saved["ema"].items() if k.startswith("module.")}
+    assert all(torch.equal(saved["state_dict"][k], v) for k, v in averaged.items()), "best/last weights are the EMA copy"
+    assert not all(torch.equal(saved["state_dict"][k], saved["train_state_dict"][k]) for k in averaged)
+
+
 def torchrun(*args, run_py: bool = True, **kwargs):
     """`torchrun --nproc_per_node 2 run.py ARGS` (or a script given as the first arg) in its own process group."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "FER_DIST_TIMEOUT": "60"}
