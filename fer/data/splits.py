@@ -5,13 +5,14 @@ RAF-DB and class folders: a stratified, seeded validation split is carved from t
 used for selection.
 """
 
+import dataclasses
 import logging
 
 import numpy as np
 from sklearn.model_selection import train_test_split
 
 from fer.config import DataConfig
-from fer.data import readers
+from fer.data import readers, realign
 from fer.data.paths import dataset_path
 from fer.labels import FER2013_CLASSES
 
@@ -61,7 +62,17 @@ def carve_validation(faces: readers.FaceSet, fraction: float, seed: int) -> tupl
 
 
 def load_train_val(cfg: DataConfig, seed: int = 0, root=None) -> tuple[readers.FaceSet, readers.FaceSet]:
-    """Training and validation (checkpoint selection) sets under the dataset's protocol."""
+    """Training and validation (checkpoint selection) sets under the dataset's protocol.
+
+    dataset mixed: the union of its sources' sets (fer.data.mixed). A dataset named in cfg.realign is read at its
+    stored size in colour, carved, deduplicated and limited exactly as without re-alignment (the same images end up in
+    each part), then re-aligned through the face stage (fer.data.realign).
+    """
+    if cfg.dataset == "mixed":
+        from fer.data.mixed import load_mixed_train_val
+
+        return load_mixed_train_val(cfg, seed, root)
+    aligned_cfg, cfg = cfg, native_config(cfg) if cfg.dataset in cfg.realign else cfg
     train_name, val_name, test_name = SPLITS[cfg.dataset]
     train = read_split(cfg, "train", root)
     if val_name == "val":
@@ -73,10 +84,24 @@ def load_train_val(cfg: DataConfig, seed: int = 0, root=None) -> tuple[readers.F
         train = readers.drop_duplicates_of(train, val, "duplicate_of_val")
     train = limit_per_class(train, cfg.max_per_class, seed)
     val = limit_per_class(val, cfg.max_per_class, seed)
+    if aligned_cfg is not cfg:
+        location = dataset_path(cfg.dataset, cfg.path, root)
+        train, val = (realign.realign_for_training(faces, cfg.dataset, location, aligned_cfg.image_size,
+                                                   aligned_cfg.channels, cfg.realign_miss) for faces in (train, val))
     for faces in (train, val):
         if faces.skipped:
             log.warning("%s: %d file(s) could not be read and are not used", faces.name, len(faces.skipped))
     return train, val
+
+
+def native_config(cfg: DataConfig) -> DataConfig:
+    """cfg reading the dataset's crops as stored: their own size, in colour (the face stage's input)."""
+    from fer.face.recrop import NATIVE_SIZES
+
+    if cfg.dataset not in NATIVE_SIZES:
+        raise ValueError(f"re-alignment reads dataset crops; {cfg.dataset!r} has no stored crop size "
+                         f"(one of {', '.join(NATIVE_SIZES)})")
+    return dataclasses.replace(cfg, image_size=NATIVE_SIZES[cfg.dataset], channels=3)
 
 
 def load_eval_split(cfg: DataConfig, split: str, seed: int = 0, root=None, class_names=FER2013_CLASSES,
