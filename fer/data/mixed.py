@@ -31,6 +31,7 @@ def relabel(faces: FaceSet, class_names, prefix: str) -> FaceSet:
     result = faces.subset(keep)
     result.labels, result.class_names = new_labels[keep], tuple(class_names)
     result.excluded = {f"{prefix}:{key}": n for key, n in faces.excluded.items()}
+    result.notes = {f"{prefix}:{key}": note for key, note in faces.notes.items()}
     for k, name in enumerate(faces.class_names):
         if index[k] < 0 and (dropped := int(np.sum(faces.labels == k))):
             result.excluded[f"{prefix}:{name}"] = result.excluded.get(f"{prefix}:{name}", 0) + dropped
@@ -42,7 +43,8 @@ def concatenate(parts: list[FaceSet], name: str) -> FaceSet:
     images = np.concatenate([p.images for p in parts]) if parts else face_array(0, 48, 1)
     return FaceSet(images, np.concatenate([p.labels for p in parts]), [path for p in parts for path in p.paths],
                    parts[0].class_names, [item for p in parts for item in p.skipped],
-                   {key: n for p in parts for key, n in p.excluded.items()}, name)
+                   {key: n for p in parts for key, n in p.excluded.items()}, name,
+                   {key: note for p in parts for key, note in p.notes.items()})
 
 
 def load_mixed_train_val(cfg: DataConfig, seed: int = 0, root=None) -> tuple[FaceSet, FaceSet]:

@@ -110,6 +110,10 @@ def realign_for_training(native: FaceSet, dataset: str, location: Path, size: in
         faces.excluded = {**faces.excluded, NOT_REALIGNED: faces.excluded.get(NOT_REALIGNED, 0) + missed}
     action = "dropped" if miss == "drop" else "kept as the original crop resized"
     faces.name = f"{native.name} re-aligned ({missed} not found, {action})"
+    not_found = [p for p, f in zip(native.paths, found) if not f]
+    faces.notes = {**faces.notes, "realign": {"faces": len(native), "realigned": len(native) - missed,
+                                              "not_found": missed, "realign_miss": miss, "action": action,
+                                              "manifest": str(manifest), "not_found_paths": not_found}}
     if missed:
         log.warning("%s: %d of %d face(s) not found by the face stage, %s (data.realign_miss: %s); listed in %s",
                     native.name, missed, len(native), action, miss, manifest)

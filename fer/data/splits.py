@@ -117,3 +117,16 @@ def load_eval_split(cfg: DataConfig, split: str, seed: int = 0, root=None, class
     if dedup_clean:
         faces = readers.drop_duplicates_of(faces, read_split(cfg, "train", root, class_names), "duplicate_of_train")
     return faces
+
+
+def write_data_manifest(path, parts: dict) -> dict:
+    """<out_dir>/data.json: per part (train, val) its name, size, class counts, unreadable / excluded counts and notes
+    (re-alignment: how many faces the face stage did not find, what was done with them, and their paths)."""
+    import json
+
+    manifest = {part: {"name": faces.name, "n": len(faces), "class_counts": faces.class_counts(),
+                       "n_skipped": len(faces.skipped), "skipped": [list(item) for item in faces.skipped],
+                       "excluded": dict(faces.excluded), "notes": faces.notes} for part, faces in parts.items()}
+    with open(path, "w") as f:
+        json.dump(manifest, f, indent=2)
+    return manifest
