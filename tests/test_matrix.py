@@ -49,4 +49,4 @@ def test_a_committed_cell_reproduces_on_real_data():
     metrics = ("accuracy", "macro_f1", "balanced_accuracy")
     assert {k: v for k, v in record.items() if k not in metrics} == {k: v for k, v in committed.items() if k not in metrics}
     for key in metrics:  # another CPU may flip an argmax or two on borderline faces
-        assert abs(record[key] - committed[key]) <= 2 / record["n_samples"], (key, record[key], committed[key])
+        assert abs(record[key] - committed[key]) <= 0.01, (key, record[key], committed[key])
