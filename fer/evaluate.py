@@ -266,6 +266,9 @@ def evaluate(checkpoint: str | Path | None, data_cfg: DataConfig, split: str | N
     data_cfg = dataclasses.replace(data_cfg, image_size=size, channels=channels, max_per_class=None)  # the model's input
     location = dataset_path(data_cfg.dataset, data_cfg.path, data_root)
 
+    if data_cfg.dataset in trained_data.get("realign", ()) and not detect_faces:
+        log.warning("%s was trained on %s re-aligned through the face stage; --detect-faces measures it on that framing",
+                    Path(ckpt["path"]).name, data_cfg.dataset)
     if dedup_clean and split in ("train", "val"):
         raise ValueError(f"--dedup-clean drops images that also occur in train; it applies to test splits, not {split!r}")
     no_face = None

@@ -87,16 +87,22 @@ def realign_cached(native: FaceSet, dataset: str, location: Path, size: int, cha
 def _write_cache(folder: Path, known: dict, native: FaceSet) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     paths = sorted(known)
-    tmp = folder / "faces.tmp.npz"
+    # Written under a per-process name, then renamed: torchrun ranks re-aligning at once never see a half-written file.
+    tmp = folder / f"faces.{os.getpid()}.tmp.npz"
     np.savez(tmp, paths=np.array(paths), images=np.stack([known[p][0] for p in paths]),
              found=np.array([known[p][1] for p in paths]), scores=np.array([known[p][2] for p in paths]))
     os.replace(tmp, folder / "faces.npz")
     classes = {p: native.class_names[label] for p, label in zip(native.paths, native.labels)}
-    with open(folder / "manifest.csv", "w", newline="") as f:
+    if (folder / "manifest.csv").is_file():  # classes of faces cached by an earlier call
+        with open(folder / "manifest.csv", newline="") as f:
+            classes = {**{row["path"]: row["class"] for row in csv.DictReader(f)}, **classes}
+    tmp = folder / f"manifest.{os.getpid()}.tmp.csv"
+    with open(tmp, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["path", "class", "status", "score"])
         for p in paths:
             writer.writerow([p, classes.get(p, ""), "realigned" if known[p][1] else "no_face", known[p][2]])
+    os.replace(tmp, folder / "manifest.csv")
 
 
 def realign_for_training(native: FaceSet, dataset: str, location: Path, size: int, channels: int, miss: str) -> FaceSet:
