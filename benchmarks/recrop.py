@@ -4,7 +4,8 @@
     python benchmarks/recrop.py --dataset fer2013 --split private --n 1000
 
 Prints, for a seeded random sample of the split, the found-rate of each pass alone and of the passes as
-fer.face.recrop.detect_in_crop chains them.
+fer.face.recrop.detect_in_crop chains them, and where the found faces' eyes sit in the dataset's crops (eye distance and
+eye height in units of the crop side) next to fer.face.align.TEMPLATE, the framing re-alignment produces.
 """
 
 import argparse
@@ -19,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from fer.config import DataConfig  # noqa: E402
 from fer.data.splits import read_split  # noqa: E402
 from fer.face import FaceDetector  # noqa: E402
+from fer.face.align import TEMPLATE  # noqa: E402
 from fer.face.recrop import NATIVE_SIZES, PASSES, UPSCALE_TO, detect_in_crop  # noqa: E402
 
 
@@ -46,11 +48,16 @@ def main() -> None:
                 image = cv2.resize(image, None, fx=factor, fy=factor, interpolation=cv2.INTER_LINEAR)
             hits.append(bool(detector.detect(image)))
         found[f"border {border_fraction:.0%}, {'upscaled' if upscale else 'as is'}"] = np.mean(hits)
-    chained = np.mean([detect_in_crop(detector, faces.images[i]) is not None for i in pick])
+    chained = [detect_in_crop(detector, faces.images[i]) for i in pick]
     print(f"{faces.name}: {len(pick)} crops (seed {args.seed})")
     for name, rate in found.items():
         print(f"  {name:<24} {rate:.1%}")
-    print(f"  {'chained (detect_in_crop)':<24} {chained:.1%}")
+    print(f"  {'chained (detect_in_crop)':<24} {np.mean([f is not None for f in chained]):.1%}")
+    side = faces.images.shape[1]
+    units = np.array([(f.landmarks + 0.5) / side for f in chained if f is not None and f.landmarks is not None])
+    for name, points in (("found faces in the crops", units), ("template (re-aligned)", TEMPLATE[None])):
+        eye_distance = np.linalg.norm(points[:, 1] - points[:, 0], axis=1).mean()
+        print(f"  {name:<24} eye distance {eye_distance:.3f}, eye height {points[:, :2, 1].mean():.3f} of the side")
 
 
 if __name__ == "__main__":
