@@ -59,16 +59,34 @@ def test_union_of_training_and_selection_parts_without_test_splits(small_root, f
         assert mixed_train.excluded.get("ferplus:contempt", 0) == contempt, mixed_train.excluded
 
 
-def test_mixed_training_run_records_its_data(small_root, tmp_path):
+def tiny_mixed_run(small_root, out):
     from fer.train import train
 
     cfg = config_from_dict({"data": {"dataset": "mixed", "sources": ["ferplus", "rafdb"], "realign": "rafdb",
                                      "val_fraction": 0.25},
                             "model": {"name": "mini_xception", "head": "cosine"}, "loss": {"name": "cosine_distance"},
-                            "train": {"epochs": 1, "batch_size": 16, "threads": 1, "out_dir": str(tmp_path / "run")}})
-    result = train(cfg, data_root=small_root, progress=False)
+                            "train": {"epochs": 1, "batch_size": 16, "threads": 1, "out_dir": str(out)}})
+    return cfg, train(cfg, data_root=small_root, progress=False)
+
+
+def test_mixed_training_run_records_its_data(small_root, tmp_path):
+    _, result = tiny_mixed_run(small_root, tmp_path / "run")
     assert Path(result["best"]).is_file()
     manifest = json.loads((tmp_path / "run" / "data.json").read_text())
     assert manifest["train"]["name"].startswith("mixed[ferplus/train + rafdb/train")
     assert "rafdb:realign" in manifest["train"]["notes"] and "rafdb:realign" in manifest["val"]["notes"]
     assert sum(manifest["val"]["class_counts"].values()) == manifest["val"]["n"] > 0
+
+
+@pytest.mark.slow  # ~20 s: evaluates on FER+ PrivateTest and the whole RAF-DB carve
+def test_mixed_run_is_evaluated_on_each_source_report_split(small_root, tmp_path):
+    from fer.evaluate import evaluate_after_training
+
+    cfg, result = tiny_mixed_run(small_root, tmp_path / "run")
+    reports = evaluate_after_training(cfg, result["best"])  # each source's whole report split (the real data root)
+    assert set(reports) == {"ferplus", "rafdb"}
+    assert reports["ferplus"]["data"]["split"] == "private" and reports["ferplus"]["excluded"]["contempt"] > 0
+    assert reports["rafdb"]["data"]["split"] == "val" and reports["rafdb"]["data"]["detect_faces"]
+    assert reports["rafdb"]["data"]["training_val_split"], "the carve the run selected on, recarved with its seed"
+    for source in reports:
+        assert (tmp_path / "run" / "eval" / source / "report.json").is_file()
