@@ -6,6 +6,7 @@ used for selection.
 """
 
 import dataclasses
+import json
 import logging
 
 import numpy as np
@@ -72,22 +73,23 @@ def load_train_val(cfg: DataConfig, seed: int = 0, root=None) -> tuple[readers.F
         from fer.data.mixed import load_mixed_train_val
 
         return load_mixed_train_val(cfg, seed, root)
-    aligned_cfg, cfg = cfg, native_config(cfg) if cfg.dataset in cfg.realign else cfg
+    realigned = cfg.dataset in cfg.realign
+    stored = native_config(cfg) if realigned else cfg  # how the files are read
     train_name, val_name, test_name = SPLITS[cfg.dataset]
-    train = read_split(cfg, "train", root)
+    train = read_split(stored, "train", root)
     if val_name == "val":
         train, val = carve_validation(train, cfg.val_fraction, seed)
     else:
-        val = read_split(cfg, val_name, root)
+        val = read_split(stored, val_name, root)
     if cfg.dedup_train:
-        train = readers.drop_duplicates_of(train, read_split(cfg, test_name, root), "duplicate_of_test")
+        train = readers.drop_duplicates_of(train, read_split(stored, test_name, root), "duplicate_of_test")
         train = readers.drop_duplicates_of(train, val, "duplicate_of_val")
     train = limit_per_class(train, cfg.max_per_class, seed)
     val = limit_per_class(val, cfg.max_per_class, seed)
-    if aligned_cfg is not cfg:
+    if realigned:
         location = dataset_path(cfg.dataset, cfg.path, root)
-        train, val = (realign.realign_for_training(faces, cfg.dataset, location, aligned_cfg.image_size,
-                                                   aligned_cfg.channels, cfg.realign_miss) for faces in (train, val))
+        train, val = (realign.realign_for_training(faces, cfg.dataset, location, cfg.image_size, cfg.channels,
+                                                   cfg.realign_miss) for faces in (train, val))
     for faces in (train, val):
         if faces.skipped:
             log.warning("%s: %d file(s) could not be read and are not used", faces.name, len(faces.skipped))
@@ -122,8 +124,6 @@ def load_eval_split(cfg: DataConfig, split: str, seed: int = 0, root=None, class
 def write_data_manifest(path, parts: dict) -> dict:
     """<out_dir>/data.json: per part (train, val) its name, size, class counts, unreadable / excluded counts and notes
     (re-alignment: how many faces the face stage did not find, what was done with them, and their paths)."""
-    import json
-
     manifest = {part: {"name": faces.name, "n": len(faces), "class_counts": faces.class_counts(),
                        "n_skipped": len(faces.skipped), "skipped": [list(item) for item in faces.skipped],
                        "excluded": dict(faces.excluded), "notes": faces.notes} for part, faces in parts.items()}
