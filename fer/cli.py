@@ -67,7 +67,9 @@ def add_evaluate(sub):
     p.add_argument("--class-map", help="dataset_class=model_class pairs, e.g. anger=angry,sadness=sad")
     p.add_argument("--exclude-classes", help="dataset classes to leave out (counted), e.g. contempt")
     p.add_argument("--allow-skipped", action="store_true", help="report even if samples of the split could not be read")
-    p.add_argument("--detect-faces", action="store_true", help="raw photos in class folders: detect and align faces first")
+    p.add_argument("--detect-faces", action="store_true",
+                   help="detect and align the faces first: in raw photos (folder) or inside the dataset's own crops "
+                        "(fer2013, fer2013-csv, ferplus, rafdb: the framing of predict/live); no face = counted error")
     p.add_argument("--projection", default="pca", choices=("pca", "tsne"), help="embeddings.png projection")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--out", default="runs/eval", help="report folder (report.json, report.md, confusion.png, embeddings.png)")

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import yaml
 
-DATASETS = ("fer2013", "fer2013-csv", "ferplus", "rafdb", "folder")
+DATASETS = ("fer2013", "fer2013-csv", "ferplus", "rafdb", "folder", "mixed")  # mixed: several at once (data.sources)
+SOURCE_DATASETS = ("fer2013", "fer2013-csv", "ferplus", "rafdb")  # what data.sources and data.realign may name
 LOSSES = ("softmax", "center", "island", "cosine_distance")
 
 
@@ -27,6 +28,9 @@ class DataConfig:
     exclude_unknown: bool = False  # folder layout: drop (and count) classes the model does not know
     dedup_train: bool = False  # drop train images that have a byte-identical copy in the test split
     channels: int = 1  # 1: gray faces; 3: BGR colour faces (gray-at-source datasets such as FER2013 are replicated)
+    sources: list[str] = field(default_factory=list)  # dataset mixed: the datasets trained on together (fer.data.mixed)
+    realign: list[str] = field(default_factory=list)  # datasets whose crops go through the face stage (fer.data.realign)
+    realign_miss: str = "keep"  # a face the face stage does not find: keep (the crop resized) | drop; counted either way
 
 
 @dataclass(frozen=True)
@@ -107,6 +111,7 @@ class Config:
 
 CHOICES = {
     "data.dataset": DATASETS,
+    "data.realign_miss": ("keep", "drop"),
     "model.head": ("keras", "linear", "cosine"),
     "loss.name": LOSSES,
     "loss.intra": ("euclidean", "cosine"),
@@ -196,8 +201,33 @@ def _build(cls, raw: dict, source: str, prefix: str = ""):
     return cls(**values)
 
 
+def _check_data(data: DataConfig, source: str) -> None:
+    """What no single key can check: the sources of a mixed dataset and which datasets are re-aligned."""
+    for key in ("sources", "realign"):
+        bad = [name for name in getattr(data, key) if name not in SOURCE_DATASETS]
+        if bad:
+            raise ConfigError(f"{source}: 'data.{key}': {bad[0]!r} is not one of {', '.join(SOURCE_DATASETS)}")
+        if len(set(getattr(data, key))) != len(getattr(data, key)):
+            raise ConfigError(f"{source}: 'data.{key}' names a dataset twice: {getattr(data, key)}")
+    if data.dataset == "mixed":
+        if len(data.sources) < 2:
+            raise ConfigError(f"{source}: 'data.sources' must name at least two datasets for dataset mixed")
+        if len({"fer2013", "fer2013-csv", "ferplus"} & set(data.sources)) > 1:
+            raise ConfigError(f"{source}: 'data.sources': fer2013, fer2013-csv and ferplus are the same images; pick one")
+        if data.path is not None:
+            raise ConfigError(f"{source}: 'data.path' does not apply to dataset mixed (each source under the data root)")
+    elif data.sources:
+        raise ConfigError(f"{source}: 'data.sources' applies to dataset mixed only, not {data.dataset!r}")
+    allowed = data.sources if data.dataset == "mixed" else [data.dataset]
+    stray = [name for name in data.realign if name not in allowed]
+    if stray:
+        raise ConfigError(f"{source}: 'data.realign': {stray[0]!r} is not a dataset of this config ({', '.join(allowed)})")
+
+
 def config_from_dict(raw: dict, source: str = "<dict>") -> Config:
-    return _build(Config, raw or {}, source)
+    config = _build(Config, raw or {}, source)
+    _check_data(config.data, source)
+    return config
 
 
 def apply_overrides(raw: dict, overrides: list[str], source: str = "--set") -> dict:

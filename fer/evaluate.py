@@ -257,7 +257,8 @@ def evaluate(checkpoint: str | Path | None, data_cfg: DataConfig, split: str | N
     model_classes = tuple(classifier.class_names)
     size, channels = classifier.input_size, classifier.channels
     trained = ckpt.get("config") or {}
-    same_dataset = trained.get("data", {}).get("dataset") == data_cfg.dataset
+    trained_data = trained.get("data", {})
+    same_dataset = data_cfg.dataset in (trained_data.get("dataset"), *trained_data.get("sources", ()))  # mixed: a source
     if seed is None:
         seed = trained.get("train", {}).get("seed", 0) if same_dataset else 0
     if split == "val" and same_dataset:  # recarve exactly the validation part the model was selected on
@@ -265,14 +266,18 @@ def evaluate(checkpoint: str | Path | None, data_cfg: DataConfig, split: str | N
     data_cfg = dataclasses.replace(data_cfg, image_size=size, channels=channels, max_per_class=None)  # the model's input
     location = dataset_path(data_cfg.dataset, data_cfg.path, data_root)
 
+    if data_cfg.dataset in trained_data.get("realign", ()) and not detect_faces:
+        log.warning("%s was trained on %s re-aligned through the face stage; --detect-faces measures it on that framing",
+                    Path(ckpt["path"]).name, data_cfg.dataset)
     if dedup_clean and split in ("train", "val"):
         raise ValueError(f"--dedup-clean drops images that also occur in train; it applies to test splits, not {split!r}")
     no_face = None
     if detect_faces:
         if dedup_clean:
             raise ValueError("--dedup-clean compares face pixels with the train split and does not apply to --detect-faces")
-        faces, no_face = _read_photo_split(data_cfg, split, location, model_classes)
-        _check_excluded_folders(faces, data_cfg.class_map, exclude_classes)
+        faces, no_face = _read_photo_split(data_cfg, split, location, model_classes, seed, data_root)
+        if data_cfg.dataset == "folder":
+            _check_excluded_folders(faces, data_cfg.class_map, exclude_classes)
     else:
         folder = data_cfg.dataset == "folder"
         read_cfg = dataclasses.replace(data_cfg, exclude_unknown=True) if folder else data_cfg  # unknown folders checked below
@@ -335,24 +340,51 @@ def evaluate(checkpoint: str | Path | None, data_cfg: DataConfig, split: str | N
     return report
 
 
-def _read_photo_split(data_cfg: DataConfig, split: str, location: Path, model_classes) -> tuple[FaceSet, np.ndarray]:
-    if data_cfg.dataset != "folder":
-        raise ValueError(f"--detect-faces reads raw photos from a class-folder tree (--dataset folder), not {data_cfg.dataset!r}")
+def _read_photo_split(data_cfg: DataConfig, split: str, location: Path, model_classes, seed: int,
+                      data_root) -> tuple[FaceSet, np.ndarray]:
+    """Faces found and aligned by the face stage, with the no-face mask: raw photos for folders, the dataset's own
+    crops (re-detected inside the crop, fer.face.recrop) for the dataset layouts."""
     try:
         from fer.face import FaceDetector
     except ImportError as error:
         raise ValueError(f"--detect-faces needs the face stage (fer.face.detect, fer.face.align): {error}") from error
-    folder = location / split if (location / split).is_dir() else location
-    return read_photos(folder, model_classes, data_cfg.image_size, data_cfg.class_map, FaceDetector(),
-                       data_cfg.channels)
+    if data_cfg.dataset == "folder":
+        folder = location / split if (location / split).is_dir() else location
+        return read_photos(folder, model_classes, data_cfg.image_size, data_cfg.class_map, FaceDetector(),
+                           data_cfg.channels)
+    from fer.data.realign import realign_cached
+    from fer.data.splits import native_config
+
+    native = load_eval_split(native_config(data_cfg), split, seed, data_root)
+    faces, found, manifest = realign_cached(native, data_cfg.dataset, location, data_cfg.image_size, data_cfg.channels)
+    faces.name = f"{native.name} (faces re-detected and aligned)"
+    if not found.all():
+        log.warning("%s: the face stage found no face in %d of %d crops; counted as errors (listed in report.json and "
+                    "%s)", native.name, int((~found).sum()), len(found), manifest)
+    return faces, ~found
 
 
 def evaluate_after_training(cfg: Config, checkpoint_path: str | Path, data_root: str | Path | None = None) -> dict:
-    """Evaluate a freshly trained checkpoint on the dataset's report split into <cfg.train.out_dir>/eval/."""
-    split = REPORT_SPLITS[cfg.data.dataset]
-    report = evaluate(checkpoint_path, cfg.data, split, Path(cfg.train.out_dir) / "eval", data_root=data_root,
-                      seed=cfg.train.seed, device=cfg.train.device)
-    log.info("evaluation on %s/%s:\n%s", cfg.data.dataset, split, format_summary(report))
+    """Evaluate a freshly trained checkpoint on the dataset's report split into <cfg.train.out_dir>/eval/.
+
+    dataset mixed: on each source's report split into eval/<source>/ (returns {source: report}), FER+ contempt excluded
+    (counted) for the 7 classes. A re-aligned dataset is evaluated with detect_faces: the framing it was trained on.
+    """
+    out = Path(cfg.train.out_dir) / "eval"
+    if cfg.data.dataset != "mixed":
+        return _evaluate_report_split(cfg, cfg.data, checkpoint_path, out, data_root)
+    from fer.data.mixed import source_config
+
+    return {source: _evaluate_report_split(cfg, source_config(cfg.data, source), checkpoint_path, out / source, data_root)
+            for source in cfg.data.sources}
+
+
+def _evaluate_report_split(cfg: Config, data_cfg: DataConfig, checkpoint_path, out: Path, data_root) -> dict:
+    split = REPORT_SPLITS[data_cfg.dataset]
+    exclude = ("contempt",) if data_cfg.dataset == "ferplus" and cfg.data.dataset == "mixed" else ()
+    report = evaluate(checkpoint_path, data_cfg, split, out, data_root=data_root, seed=cfg.train.seed,
+                      device=cfg.train.device, detect_faces=data_cfg.dataset in data_cfg.realign, exclude_classes=exclude)
+    log.info("evaluation on %s/%s:\n%s", data_cfg.dataset, split, format_summary(report))
     return report
 
 

@@ -23,7 +23,7 @@ from fer import distributed, losses, recipe
 from fer.checkpoint import atomic_save, build_model, model_spec
 from fer.config import Config, ConfigError, config_to_dict, save_config
 from fer.data.loader import TrainBatches, class_balanced_weights, eval_batches
-from fer.data.splits import load_train_val
+from fer.data.splits import load_train_val, write_data_manifest
 from fer.data.transforms import build_augmentation
 from fer.device import autocast, check_precision, cpu_state, grad_scaler, to_device
 
@@ -203,6 +203,8 @@ def run_training(cfg: Config, device: torch.device, data_root, resume: bool, pro
     train_faces, val_faces = load_train_val(cfg.data, seed=t.seed, root=data_root)
     num_classes = len(train_faces.class_names)
     log.info("train %d images %s, validation %d images", len(train_faces), train_faces.class_counts(), len(val_faces))
+    if main:  # what was trained and selected on, with everything left out or re-aligned, counted
+        write_data_manifest(out / "data.json", {"train": train_faces, "val": val_faces})
     distributed.check_world_size(t.batch_size, len(train_faces))
     batches = TrainBatches(train_faces, t.batch_size, build_augmentation(cfg.augment, cfg.data.image_size), t.seed,
                            t.balanced_sampling, distributed.rank(), distributed.world_size())

@@ -1,9 +1,15 @@
 """Shared fixtures: the real data root and the shared media folder (read in place, never copied)."""
 
+import csv
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
+import cv2
 import pytest
+
+from fer.labels import FER2013_CLASSES, RAFDB_LABELS
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("FER_SHARED") or REPO.parent / "shared")
@@ -13,6 +19,8 @@ DATA = Path(os.environ.get("FER_DATA") or SHARED / "data")
 # tests/test_face.py sets the override itself where it tests it.
 os.environ.pop("FER_YUNET_MODEL", None)
 os.environ.setdefault("FER_DATA", str(DATA))
+# Re-aligned faces (fer.data.realign) are cached in a fresh folder per test session, never in the user's cache.
+os.environ["FER_CACHE"] = tempfile.mkdtemp(prefix="fer-test-cache-")
 
 
 @pytest.fixture(scope="session")
@@ -25,3 +33,53 @@ def data_root() -> Path:
 def shared() -> Path:
     assert SHARED.is_dir(), f"shared folder not found at {SHARED}; set FER_SHARED"
     return SHARED
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _remove_test_cache():
+    yield
+    shutil.rmtree(os.environ["FER_CACHE"], ignore_errors=True)
+
+
+PER_CLASS = 4  # small_root: files per class and split
+
+
+@pytest.fixture(scope="session")
+def small_root(tmp_path_factory) -> Path:
+    """A data root with every dataset layout, PER_CLASS real files per class and split (symlinks to the real files)."""
+    root = tmp_path_factory.mktemp("small_data")
+    picked = []  # (fer2013 relative path, usage, class index)
+    for usage, folder, prefix in (("Training", "train", "Training_"), ("PublicTest", "test", "PublicTest_"),
+                                  ("PrivateTest", "test", "PrivateTest_")):
+        for k, name in enumerate(FER2013_CLASSES):
+            files = sorted(p for p in (DATA / "fer2013" / folder / name).iterdir() if p.name.startswith(prefix))
+            for p in files[:PER_CLASS]:
+                target = root / "fer2013" / folder / name / p.name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.symlink(p, target)
+                picked.append((f"fer2013/{folder}/{name}/{p.name}", usage, k))
+    with open(root / "fer2013" / "fer2013.csv", "w", newline="") as f:  # the original csv layout, same faces
+        writer = csv.writer(f)
+        writer.writerow(["emotion", "pixels", "Usage"])
+        for rel, usage, k in picked:
+            writer.writerow([k, " ".join(map(str, cv2.imread(str(DATA / rel), cv2.IMREAD_GRAYSCALE).ravel())), usage])
+    wanted = {rel for rel, _, _ in picked}
+    (root / "ferplus").mkdir()
+    with open(DATA / "ferplus" / "ferplus_aligned.csv", newline="") as src, \
+            open(root / "ferplus" / "ferplus_aligned.csv", "w", newline="") as dst:
+        reader = csv.DictReader(src)
+        writer = csv.DictWriter(dst, fieldnames=reader.fieldnames)
+        writer.writeheader()
+        writer.writerows(row for row in reader if row["fer2013_path"] in wanted)
+    lines, per_label = [], {label: 0 for label in RAFDB_LABELS}
+    for line in (DATA / "rafdb" / "EmoLabel" / "list_patition_label.txt").read_text().splitlines():
+        name, label = line.split()
+        if name.startswith("train_") and per_label[int(label)] < 3 * PER_CLASS:
+            per_label[int(label)] += 1
+            lines.append(line)
+            target = root / "rafdb" / "Image" / "aligned" / name.replace(".jpg", "_aligned.jpg")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.symlink(DATA / "rafdb" / "Image" / "aligned" / target.name, target)
+    (root / "rafdb" / "EmoLabel").mkdir(parents=True)
+    (root / "rafdb" / "EmoLabel" / "list_patition_label.txt").write_text("\n".join(lines) + "\n")
+    return root

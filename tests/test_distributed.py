@@ -197,7 +197,7 @@ def two_process_run(tmp_path_factory, data_root):
 
 def test_two_process_run_writes_one_set_of_outputs(two_process_run):
     out = two_process_run
-    assert sorted(p.name for p in out.iterdir()) == ["best.pt", "config.yaml", "curves.png", "last.pt", "metrics.csv"]
+    assert sorted(p.name for p in out.iterdir()) == ["best.pt", "config.yaml", "curves.png", "data.json", "last.pt", "metrics.csv"]
     rows = (out / "metrics.csv").read_text().strip().splitlines()
     assert len(rows) == 1 + 3, rows
     last = torch.load(out / "last.pt", weights_only=True)

@@ -27,3 +27,8 @@ def dataset_path(dataset: str, path: str | Path | None = None, root: str | Path 
 def shared_root() -> Path:
     """The read-only shared folder beside the repo (test media, third-party models); env FER_SHARED overrides."""
     return Path(os.environ.get("FER_SHARED") or REPO_ROOT.parent / "shared")
+
+
+def cache_root() -> Path:
+    """Derived data kept between runs (re-aligned faces), outside the work tree: env FER_CACHE, else ~/.cache/fer."""
+    return Path(os.environ.get("FER_CACHE") or Path.home() / ".cache" / "fer")

@@ -38,6 +38,7 @@ class FaceSet:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     excluded: dict[str, int] = field(default_factory=dict)  # reason or class -> count
     name: str = ""
+    notes: dict = field(default_factory=dict)  # what was done to the faces, e.g. re-alignment counts (fer.data.realign)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -45,7 +46,7 @@ class FaceSet:
     def subset(self, indices) -> "FaceSet":
         indices = np.asarray(indices, dtype=np.int64)
         return FaceSet(self.images[indices], self.labels[indices], [self.paths[i] for i in indices], self.class_names,
-                       list(self.skipped), dict(self.excluded), self.name)
+                       list(self.skipped), dict(self.excluded), self.name, dict(self.notes))
 
     def class_counts(self) -> dict[str, int]:
         counts = np.bincount(self.labels, minlength=len(self.class_names))

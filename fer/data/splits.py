@@ -5,13 +5,15 @@ RAF-DB and class folders: a stratified, seeded validation split is carved from t
 used for selection.
 """
 
+import dataclasses
+import json
 import logging
 
 import numpy as np
 from sklearn.model_selection import train_test_split
 
 from fer.config import DataConfig
-from fer.data import readers
+from fer.data import readers, realign
 from fer.data.paths import dataset_path
 from fer.labels import FER2013_CLASSES
 
@@ -61,22 +63,47 @@ def carve_validation(faces: readers.FaceSet, fraction: float, seed: int) -> tupl
 
 
 def load_train_val(cfg: DataConfig, seed: int = 0, root=None) -> tuple[readers.FaceSet, readers.FaceSet]:
-    """Training and validation (checkpoint selection) sets under the dataset's protocol."""
+    """Training and validation (checkpoint selection) sets under the dataset's protocol.
+
+    dataset mixed: the union of its sources' sets (fer.data.mixed). A dataset named in cfg.realign is read at its
+    stored size in colour, carved, deduplicated and limited exactly as without re-alignment (the same images end up in
+    each part), then re-aligned through the face stage (fer.data.realign).
+    """
+    if cfg.dataset == "mixed":
+        from fer.data.mixed import load_mixed_train_val
+
+        return load_mixed_train_val(cfg, seed, root)
+    realigned = cfg.dataset in cfg.realign
+    stored = native_config(cfg) if realigned else cfg  # how the files are read
     train_name, val_name, test_name = SPLITS[cfg.dataset]
-    train = read_split(cfg, "train", root)
+    train = read_split(stored, "train", root)
     if val_name == "val":
         train, val = carve_validation(train, cfg.val_fraction, seed)
     else:
-        val = read_split(cfg, val_name, root)
+        val = read_split(stored, val_name, root)
     if cfg.dedup_train:
-        train = readers.drop_duplicates_of(train, read_split(cfg, test_name, root), "duplicate_of_test")
+        train = readers.drop_duplicates_of(train, read_split(stored, test_name, root), "duplicate_of_test")
         train = readers.drop_duplicates_of(train, val, "duplicate_of_val")
     train = limit_per_class(train, cfg.max_per_class, seed)
     val = limit_per_class(val, cfg.max_per_class, seed)
+    if realigned:
+        location = dataset_path(cfg.dataset, cfg.path, root)
+        train, val = (realign.realign_for_training(faces, cfg.dataset, location, cfg.image_size, cfg.channels,
+                                                   cfg.realign_miss) for faces in (train, val))
     for faces in (train, val):
         if faces.skipped:
             log.warning("%s: %d file(s) could not be read and are not used", faces.name, len(faces.skipped))
     return train, val
+
+
+def native_config(cfg: DataConfig) -> DataConfig:
+    """cfg reading the dataset's crops as stored: their own size, in colour (the face stage's input)."""
+    from fer.face.recrop import NATIVE_SIZES
+
+    if cfg.dataset not in NATIVE_SIZES:
+        raise ValueError(f"re-alignment reads dataset crops; {cfg.dataset!r} has no stored crop size "
+                         f"(one of {', '.join(NATIVE_SIZES)})")
+    return dataclasses.replace(cfg, image_size=NATIVE_SIZES[cfg.dataset], channels=3)
 
 
 def load_eval_split(cfg: DataConfig, split: str, seed: int = 0, root=None, class_names=FER2013_CLASSES,
@@ -92,3 +119,14 @@ def load_eval_split(cfg: DataConfig, split: str, seed: int = 0, root=None, class
     if dedup_clean:
         faces = readers.drop_duplicates_of(faces, read_split(cfg, "train", root, class_names), "duplicate_of_train")
     return faces
+
+
+def write_data_manifest(path, parts: dict) -> dict:
+    """<out_dir>/data.json: per part (train, val) its name, size, class counts, unreadable / excluded counts and notes
+    (re-alignment: how many faces the face stage did not find, what was done with them, and their paths)."""
+    manifest = {part: {"name": faces.name, "n": len(faces), "class_counts": faces.class_counts(),
+                       "n_skipped": len(faces.skipped), "skipped": [list(item) for item in faces.skipped],
+                       "excluded": dict(faces.excluded), "notes": faces.notes} for part, faces in parts.items()}
+    with open(path, "w") as f:
+        json.dump(manifest, f, indent=2)
+    return manifest

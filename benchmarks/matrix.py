@@ -1,0 +1,235 @@
+"""Cross-dataset matrix: every shipped model (fer/weights/*.pt) on every test set, plus one card per model.
+
+    python benchmarks/matrix.py                      # evaluate every shipped model, write records, rebuild the README section
+    python benchmarks/matrix.py --models fer2013     # only these models (the other records stay)
+    python benchmarks/matrix.py --table-only         # rebuild the README section from the committed records
+
+Test sets (COLUMNS): FER2013 PrivateTest; FER+ PrivateTest, majority vote (contempt excluded and counted for 7-class
+models); RAF-DB validation, the stratified 10 % carve of train with seed 0 (the split the rafdb model was selected on,
+flagged as such), re-detected and aligned by the face stage (--detect-faces) for models trained on re-aligned RAF-DB.
+No photo column: shared/media holds two photos with a known expression (an angry man, a crying woman), not a labelled set.
+Each cell is fer.evaluate.evaluate without and with flip TTA; its record (metrics, counts, checkpoint sha256) goes to
+docs/runs/matrix/<model>/<column>.<tta>.json. The card (docs/runs/matrix/<model>/card.json) is read from the
+checkpoint's stored config, metrics and notes, plus parameters, file size and measured speed (--threads torch threads).
+The README section between the matrix markers is generated from the records only (tests/test_matrix.py checks it).
+"""
+
+import argparse
+import json
+import logging
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from fer.data.paths import REPO_ROOT  # noqa: E402
+
+RECORDS = REPO_ROOT / "docs" / "runs" / "matrix"
+README = REPO_ROOT / "README.md"
+START, END = "<!-- matrix:start -->", "<!-- matrix:end -->"
+# column -> (dataset, split, title); RAF-DB val is carved with seed 0, as every shipped model's training did.
+COLUMNS = {
+    "fer2013_private": ("fer2013", "private", "FER2013 PrivateTest"),
+    "ferplus_private": ("ferplus", "private", "FER+ PrivateTest (majority vote)"),
+    "rafdb_val": ("rafdb", "val", "RAF-DB validation (10 % carve, seed 0)"),
+}
+TTAS = ("none", "flip")
+CARVE_SEED = 0
+
+
+def cell_options(checkpoint: dict, dataset: str) -> dict:
+    """How a model is evaluated on a dataset: FER+ contempt excluded for models without it; re-aligned framing for a
+    dataset the model was trained on re-aligned."""
+    trained = (checkpoint.get("config") or {}).get("data", {})
+    exclude = ("contempt",) if dataset == "ferplus" and "contempt" not in checkpoint["class_names"] else ()
+    return {"exclude_classes": exclude, "detect_faces": dataset in trained.get("realign", ())}
+
+
+def evaluate_cell(model: str, column: str, tta: str, data_root=None) -> dict:
+    """Evaluate one shipped model on one column; the compact record of the matrix."""
+    from fer.checkpoint import load_checkpoint
+    from fer.config import DataConfig
+    from fer.evaluate import evaluate
+
+    dataset, split, _ = COLUMNS[column]
+    checkpoint = load_checkpoint(model)
+    options = cell_options(checkpoint, dataset)
+    with tempfile.TemporaryDirectory() as out:
+        report = evaluate(model, DataConfig(dataset=dataset), split, out, data_root=data_root, tta_mode=tta,
+                          seed=CARVE_SEED, device="cpu", **options)
+    command = (f"python run.py evaluate --checkpoint {model} --dataset {dataset} --split {split} --tta {tta}"
+               + (f" --exclude-classes {','.join(options['exclude_classes'])}" if options["exclude_classes"] else "")
+               + (" --detect-faces" if options["detect_faces"] else ""))
+    return {"model": model, "column": column, "tta": tta, "dataset": dataset, "split": split, **options,
+            "exclude_classes": list(options["exclude_classes"]),
+            **{key: report[key] for key in ("accuracy", "macro_f1", "balanced_accuracy", "n_samples", "n_excluded",
+                                            "excluded", "n_no_face", "n_skipped")},
+            "training_val_split": report["data"]["training_val_split"], "seed": report["data"]["seed"],
+            "checkpoint_sha256": report["checkpoint"]["sha256"], "command": command}
+
+
+def timed(fn, repeats: int) -> float:
+    """Median seconds of fn() over repeats calls, after 3 warm-up calls."""
+    for _ in range(3):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def model_card(model: str, threads: int = 1, repeats: int = 50) -> dict:
+    """What the checkpoint says about its training, plus parameters, file size and measured speed."""
+    import torch
+
+    from fer.checkpoint import resolve_checkpoint
+    from fer.evaluate import sha256_file
+    from fer.inference import Classifier
+
+    torch.set_num_threads(threads)
+    path = resolve_checkpoint(model)
+    classifier = Classifier.load(model)
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    config, metrics, notes = checkpoint.get("config") or {}, checkpoint.get("metrics") or {}, checkpoint.get("notes") or {}
+    size, channels = classifier.input_size, classifier.channels
+    faces = np.random.default_rng(0).integers(0, 256, (64, size, size) + ((3,) if channels == 3 else ()), dtype=np.uint8)
+    one = 1000 * timed(lambda: classifier.predict(faces[:1]), repeats)
+    per_s = 64 / timed(lambda: classifier.predict(faces), max(3, repeats // 5))
+    return {
+        "model": model, "sha256": sha256_file(path), "file_bytes": path.stat().st_size,
+        "parameters": int(sum(p.numel() for p in classifier.model.parameters())),
+        "class_names": list(checkpoint["class_names"]), "model_spec": checkpoint["model_spec"],
+        "data": config.get("data", {}), "augment": config.get("augment", {}), "loss": config.get("loss", {}),
+        "train": {k: v for k, v in config.get("train", {}).items() if k in ("epochs", "batch_size", "optimizer", "lr",
+                                                                          "weight_decay", "schedule", "seed", "threads")},
+        "best_epoch": metrics.get("epoch"), "train_seconds_to_best": metrics.get("seconds"),
+        "hardware": notes.get("hardware", "not recorded"), "notes": notes,
+        "ms_per_face": round(one, 3), "faces_per_s_batch64": round(per_s),
+        "timing": {"torch_threads": threads, "machine": platform.machine(), "processor": platform.processor() or "?",
+                   "note": "random uint8 faces; speed does not depend on the pixels"},
+    }
+
+
+def write_json(record: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+
+
+def collect(root: Path = RECORDS) -> tuple[list[dict], list[dict]]:
+    """(cell records, cards) under root, sorted by model then column order then TTA."""
+    cells = [json.loads(p.read_text()) for p in sorted(root.glob("*/*.*.json"))]
+    cells.sort(key=lambda r: (r["model"], list(COLUMNS).index(r["column"]), TTAS.index(r["tta"])))
+    cards = [json.loads(p.read_text()) for p in sorted(root.glob("*/card.json"))]
+    return cells, cards
+
+
+def _pct(value: float) -> str:
+    return f"{100 * value:.2f} %"
+
+
+def _data_text(card: dict) -> str:
+    data = card["data"]
+    sources = data.get("sources") or [data.get("dataset", "?")]
+    realign = set(data.get("realign") or ())
+    named = [s + (" (re-aligned)" if s in realign else "") for s in sources]
+    return " + ".join(named) + f", {data.get('image_size', 48)} px, {'gray' if data.get('channels', 1) == 1 else 'colour'}"
+
+
+def _recipe_text(card: dict) -> str:
+    spec, loss, train, aug = card["model_spec"], card["loss"], card["train"], card["augment"]
+    head = f"{spec['name']} ({spec['head']} head)"
+    lossed = loss.get("name", "?") + (f" s={loss['scale']:g} m={loss['margin']:g}" if loss.get("name") == "cosine_distance" else "")
+    return (f"{head}, {lossed}, {train.get('optimizer')} lr {train.get('lr'):g} wd {train.get('weight_decay'):g} "
+            f"{train.get('schedule')}, batch {train.get('batch_size')}, erase {aug.get('erase', 0):g}")
+
+
+def markdown(cells: list[dict], cards: list[dict]) -> str:
+    """The README section: the matrix, then the model cards. Built from the records only."""
+    by_key = {(r["model"], r["column"], r["tta"]): r for r in cells}
+    lines = [START, "", "Generated by `python benchmarks/matrix.py` from the records in docs/runs/matrix/ (each cell's "
+             "record holds the `run.py evaluate` command that reproduces it); `--table-only` rebuilds this section.", "",
+             "| model | test set | n | accuracy | macro-F1 | balanced accuracy | accuracy, flip TTA | notes |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |"]
+    models = sorted({r["model"] for r in cells})
+    for model in models:
+        for column, (_, _, title) in COLUMNS.items():
+            plain, flip = by_key.get((model, column, "none")), by_key.get((model, column, "flip"))
+            if plain is None:
+                continue
+            notes = []
+            if plain["excluded"]:
+                notes.append("excluded: " + ", ".join(f"{k} {n:,}" for k, n in sorted(plain["excluded"].items())))
+            if plain["detect_faces"]:
+                notes.append(f"faces re-detected and aligned; no face found in {plain['n_no_face']:,} (counted as errors)")
+            if plain["training_val_split"]:
+                notes.append("this model's selection split (optimistic)")
+            lines.append(f"| `{model}` | {title} | {plain['n_samples']:,} | {_pct(plain['accuracy'])} | "
+                         f"{_pct(plain['macro_f1'])} | {_pct(plain['balanced_accuracy'])} | "
+                         f"{_pct(flip['accuracy']) if flip else '–'} | {'; '.join(notes)} |")
+    lines += ["", "No photo column: shared/media has only two photos with a known expression (an angry man, a crying "
+              "woman), not a labelled test set, so none is reported.", "",
+              "Model cards (from each checkpoint's stored config, metrics and notes; speed measured by the runner, "
+              "batch 1 and batch 64, torch on CPU):", "",
+              "| model | training data | recipe | epochs (best at) | training time to best | hardware | parameters | "
+              "file size | ms per face | faces/s (batch 64) |",
+              "| --- | --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: |"]
+    for card in sorted(cards, key=lambda c: c["model"]):
+        seconds = card["train_seconds_to_best"]
+        lines.append(f"| `{card['model']}` | {_data_text(card)} | {_recipe_text(card)} | {card['train'].get('epochs')} "
+                     f"({card['best_epoch']}) | {f'{seconds / 60:.0f} min' if seconds else 'not recorded'} | "
+                     f"{card['hardware']} | {card['parameters']:,} | {card['file_bytes'] / 1e6:.2f} MB | "
+                     f"{card['ms_per_face']:.2f} ({card['timing']['torch_threads']} thread) | "
+                     f"{card['faces_per_s_batch64']:,} |")
+    lines += ["", END]
+    return "\n".join(lines)
+
+
+def readme_section(text: str) -> str:
+    """The generated section of the README text, markers included."""
+    if START not in text or END not in text:
+        raise ValueError(f"README has no {START} ... {END} section")
+    return text[text.index(START):text.index(END) + len(END)]
+
+
+def update_readme(section: str, readme: Path = README) -> None:
+    text = readme.read_text()
+    readme.write_text(text.replace(readme_section(text), section))
+
+
+def main() -> None:
+    from fer.checkpoint import shipped_models
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", help="shipped model names (default: all of fer/weights/*.pt)")
+    parser.add_argument("--columns", nargs="+", choices=tuple(COLUMNS), default=list(COLUMNS))
+    parser.add_argument("--root", type=Path, default=RECORDS, help="record folder (default docs/runs/matrix)")
+    parser.add_argument("--data-root", help="data root (default: env FER_DATA, else ./data)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads for the speed columns")
+    parser.add_argument("--table-only", action="store_true", help="rebuild the README section from the records")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if not args.table_only:
+        for model in args.models or shipped_models():
+            for column in args.columns:
+                for tta in TTAS:
+                    record = evaluate_cell(model, column, tta, args.data_root)
+                    write_json(record, args.root / model / f"{column}.{tta}.json")
+                    print(f"{model} {column} tta {tta}: accuracy {record['accuracy']:.4f} over {record['n_samples']}",
+                          flush=True)
+            write_json(model_card(model, args.threads), args.root / model / "card.json")
+    section = markdown(*collect(args.root))
+    if args.root.resolve() == RECORDS.resolve():
+        update_readme(section)
+    print(section)
+
+
+if __name__ == "__main__":
+    main()
