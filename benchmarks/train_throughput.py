@@ -5,8 +5,8 @@
     python benchmarks/train_throughput.py --processes 1 2 --models mini_xception                      # DDP on the CPU
 
 Each line: one full training step (forward, cosine-distance loss, backward, AdamW step) on 48x48 gray input, median
-over --steps steps after warm-up. Run it on an otherwise idle machine; OMP_WAIT_POLICY is printed because it matters
-when other processes share the cores (run.py sets PASSIVE). --processes N runs N real processes joined by gloo
+over --steps steps after warm-up. Run it on an otherwise idle machine; OMP_WAIT_POLICY and GOMP_SPINCOUNT are printed because
+they matter when other processes share the cores (run.py sets GOMP_SPINCOUNT=10000). --processes N runs N real processes joined by gloo
 (CPU) through fer/distributed.py, like torchrun: the global batch is split over them, the cores too, and images/s
 counts the global batch over the slowest rank's median step.
 """
@@ -111,7 +111,8 @@ def main() -> None:
     for precision in args.precisions:
         check_precision(precision, device, key="--precisions")
     gpu = f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""
-    print(f"torch {torch.__version__}, {cores} cores{gpu}, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}")
+    print(f"torch {torch.__version__}, {cores} cores{gpu}, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}, "
+          f"GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT', 'unset')}")
     print("model            batch  channels_last  threads  device  precision  images/s")
     for name in args.models:
         for batch in args.batch_sizes:

@@ -24,7 +24,7 @@ for arg in "$@"; do
 done
 out="$(mkdir -p "${out_arg:-${OUT:-runs/gpu_check}}" && cd "${out_arg:-${OUT:-runs/gpu_check}}" && pwd)"
 export FER_DATA="${FER_DATA:-$(cd "$here/.." && pwd)/shared/data}"
-export FER_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE PYTHONUNBUFFERED=1
+export FER_OFFLINE=1 GOMP_SPINCOUNT=10000 PYTHONUNBUFFERED=1
 [ -d "$FER_DATA/fer2013/train" ] || { echo "gpu_check.sh: no FER2013 at $FER_DATA (set FER_DATA)" >&2; exit 2; }
 exec > >(tee -a "$out/log.txt") 2>&1
 started=$SECONDS
