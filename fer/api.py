@@ -21,14 +21,12 @@ class ExpressionRecognizer:
         model: "default" (the package's default model), a shipped name ("fer2013", "rafdb"), a .pt checkpoint path, or
             a .onnx file from `run.py export --onnx` (for the ONNX backends).
         backend: "torch", "onnxruntime" (extra [onnx]) or "opencv".
-        device: "cpu" (the models are sized for CPUs; the ONNX backends run on the CPU only).
+        device: "cpu", "cuda" or "auto" (CUDA when present) for the torch backend; the ONNX backends run on the CPU.
         detector: "yunet" (shipped) or "haar", or a ready FaceDetector (e.g. FaceDetector(max_side=480)).
     """
 
     def __init__(self, model: str = "default", backend: str = "torch", device: str = "cpu", detector="yunet"):
-        if device != "cpu":
-            raise ValueError(f"device {device!r} is not supported here; fer runs on the CPU (device='cpu')")
-        self.classifier = load_classifier(model, backend)
+        self.classifier = load_classifier(model, backend, device=device)
         self.detector = detector if isinstance(detector, FaceDetector) else FaceDetector(detector)
         self.class_names = self.classifier.class_names
         self.input_size = self.classifier.input_size

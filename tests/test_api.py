@@ -40,8 +40,10 @@ def test_classify_pre_aligned_faces():
     assert probs.shape == (2, 7) and labels == [f["label"] for f in recognizer.predict(image)]
     with pytest.raises(ValueError, match="uint8"):
         recognizer.classify(crops.astype(np.float32))
-    with pytest.raises(ValueError, match="device 'cuda:0'"):
+    with pytest.raises(ValueError, match="'cuda:0' is not one of auto, cpu, cuda"):
         ExpressionRecognizer(device="cuda:0")
+    with pytest.raises(ValueError, match="runs with --backend torch"):
+        ExpressionRecognizer(backend="opencv", device="cuda")
 
 
 def test_default_means_default_pt_once_it_ships(monkeypatch, tmp_path):
