@@ -16,7 +16,6 @@ Live: run_live on the shared clip, headless, JSONL only, the default model, dete
 import argparse
 import logging
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -28,6 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.timing import timed  # noqa: E402
 from fer.backends import BACKENDS, OnnxRuntimeClassifier, OpenCVClassifier, load_classifier  # noqa: E402
 from fer.checkpoint import DEFAULT_MODEL, model_spec, shipped_models  # noqa: E402
 from fer.export import onnx_bytes, read_onnx  # noqa: E402
@@ -48,18 +48,6 @@ def real_faces(n: int = 64) -> np.ndarray:
     folders = sorted(p for p in (DATA / "fer2013" / "test").iterdir() if p.is_dir())
     paths = [sorted(f.glob("*.jpg"))[i] for i in range(n) for f in folders][:n]
     return np.stack([cv2.imread(str(p), cv2.IMREAD_GRAYSCALE) for p in paths])
-
-
-def timed(fn, repeats: int) -> float:
-    """Median seconds of fn() over repeats calls, after 3 warm-up calls."""
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def row(name: str, backend: str, one, batch, repeats: int, batch_repeats: int) -> str:

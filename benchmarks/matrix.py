@@ -18,16 +18,15 @@ import argparse
 import json
 import logging
 import platform
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.timing import timed  # noqa: E402
 from fer.data.paths import REPO_ROOT  # noqa: E402
 
 RECORDS = REPO_ROOT / "docs" / "runs" / "matrix"
@@ -72,18 +71,6 @@ def evaluate_cell(model: str, column: str, tta: str, data_root=None) -> dict:
                                             "excluded", "n_no_face", "n_skipped")},
             "training_val_split": report["data"]["training_val_split"], "seed": report["data"]["seed"],
             "checkpoint_sha256": report["checkpoint"]["sha256"], "command": command}
-
-
-def timed(fn, repeats: int) -> float:
-    """Median seconds of fn() over repeats calls, after 3 warm-up calls."""
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def model_card(model: str, threads: int = 1, repeats: int = 50) -> dict:
