@@ -35,17 +35,24 @@ def test_fer2013_split_counts_are_official(data_root, split):
     assert not faces.skipped
 
 
-def test_fer2013_csv_round_trips_real_images(tmp_path, fer_private):
-    picked = [i for label in range(7) for i in np.flatnonzero(fer_private.labels == label)[:3]]
-    path = tmp_path / "fer2013.csv"
+def write_fer2013_csv(path, faces, picked, extra_rows=()):
+    """A fer2013.csv in the original format holding the picked real PrivateTest faces, then extra_rows as given."""
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["emotion", "pixels", "Usage"])
         for i in picked:
-            writer.writerow([fer_private.labels[i], " ".join(map(str, fer_private.images[i].ravel())), "PrivateTest"])
-        writer.writerow([3, " ".join(["7"] * 10), "PrivateTest"])  # not a square image
-        writer.writerow([9, " ".join(["7"] * 2304), "PrivateTest"])  # unknown emotion code
-        writer.writerow([0, " ".join(["7"] * 2304), "Training"])  # another split
+            writer.writerow([faces.labels[i], " ".join(map(str, faces.images[i].ravel())), "PrivateTest"])
+        writer.writerows(extra_rows)
+
+
+def test_fer2013_csv_round_trips_real_images(tmp_path, fer_private):
+    picked = [i for label in range(7) for i in np.flatnonzero(fer_private.labels == label)[:3]]
+    path = tmp_path / "fer2013.csv"
+    write_fer2013_csv(path, fer_private, picked, [
+        [3, " ".join(["7"] * 10), "PrivateTest"],  # not a square image
+        [9, " ".join(["7"] * 2304), "PrivateTest"],  # unknown emotion code
+        [0, " ".join(["7"] * 2304), "Training"],  # another split
+    ])
     faces = readers.read_fer2013_csv(path, "private")
     assert np.array_equal(faces.images, fer_private.images[picked])
     assert np.array_equal(faces.labels, fer_private.labels[picked])
@@ -188,11 +195,7 @@ def test_fer2013_colour_is_gray_replicated_and_sized(data_root, fer_private):
 def test_fer2013_csv_colour_and_size(tmp_path, fer_private):
     picked = list(range(0, 70, 10))
     path = tmp_path / "fer2013.csv"
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["emotion", "pixels", "Usage"])
-        for i in picked:
-            writer.writerow([fer_private.labels[i], " ".join(map(str, fer_private.images[i].ravel())), "PrivateTest"])
+    write_fer2013_csv(path, fer_private, picked)
     colour = readers.read_fer2013_csv(path, "private", 100, channels=3)
     expected = np.stack([cv2.resize(fer_private.images[i], (100, 100), interpolation=cv2.INTER_LINEAR) for i in picked])
     assert colour.images.shape == (7, 100, 100, 3)
