@@ -338,12 +338,15 @@ def run_training(cfg: Config, device: torch.device, data_root, resume: bool, pro
         bar.close()
         state["seconds"] += time.perf_counter() - started
         if stop and state["batch"] < len(batches):
+            if ema is not None:
+                recipe.recalibrate_bn(ema.module, train_faces, t.eval_batch_size, device)
             checkpoint(last_path)
             break
 
         distributed.broadcast_buffers(model)  # BN running statistics: rank 0's, as DDP's next forward would
-        if ema is not None:
-            distributed.broadcast_buffers(ema.module)  # its averaged BN statistics follow each rank's own
+        if ema is not None:  # BN statistics of the averaged weights themselves (recipe.recalibrate_bn says why)
+            recipe.recalibrate_bn(ema.module, train_faces, t.eval_batch_size, device)
+            distributed.broadcast_buffers(ema.module)  # bit-identical on every rank
         distributed.check_in_sync(model=model, objective=objective)
         metrics = validate(model if ema is None else ema.module, val_faces, t.eval_batch_size, t.channels_last, device)
         row = {"epoch": epoch + 1, "step": state["step"], "train_loss": totals["loss"] / max(totals["seen"], 1),

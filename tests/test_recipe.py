@@ -10,10 +10,10 @@ import torch
 from fer.checkpoint import load_model
 from fer.config import AugmentConfig, ConfigError, config_from_dict, load_config
 from fer.data.splits import load_train_val
-from fer.data.transforms import build_augmentation
+from fer.data.transforms import build_augmentation, to_tensor
 from fer.labels import FER2013_CLASSES
 from fer.models import create_model
-from fer.recipe import Teacher, distillation_loss, make_ema, mix_batch
+from fer.recipe import Teacher, distillation_loss, make_ema, mix_batch, recalibrate_bn
 from fer.train import make_schedule, train, validate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,6 +52,27 @@ def test_ema_off_is_none_and_on_follows_the_ema_formula_for_parameters_and_bn_bu
         assert torch.allclose(averaged[k].double(), v, atol=1e-5), k
     bn_mean = next(k for k in averaged if k.endswith("running_mean"))
     assert not torch.equal(averaged[bn_mean], model.state_dict()[bn_mean]), "BN statistics are averaged, not copied"
+
+
+def test_recalibrate_bn_gives_the_statistics_of_the_weights_on_real_faces(data_root):
+    """After recalibration the eval-mode network normalises like train mode does on those faces (batch statistics),
+    whatever the buffers held before; garbage statistics are what an averaged copy can carry (recalibrate_bn says why)."""
+    cfg = load_config(TINY, ["data.max_per_class=20"])
+    faces, _ = load_train_val(cfg.data, seed=0, root=data_root)
+    torch.manual_seed(0)
+    model = create_model("mini_xception", 7, head="cosine")
+    for name, buffer in model.named_buffers():
+        if name.endswith(("running_mean", "running_var")):
+            buffer.fill_(5.0)  # far from any real statistics
+    x = to_tensor(faces.images)
+    with torch.no_grad():
+        reference = model.train()(x)  # one batch of all faces: normalised by their own statistics
+        before = model.eval()(x)
+        recalibrate_bn(model, faces, batch_size=len(faces), device=torch.device("cpu"))
+        after = model.eval()(x)
+    assert not model.training, "recalibration leaves the mode as it found it"
+    assert not torch.allclose(before, reference, atol=1e-2), "the garbage statistics change the output"
+    assert torch.allclose(after, reference, atol=2e-3), "recomputed statistics match the batch statistics"
 
 
 @pytest.fixture(scope="module")
