@@ -32,6 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from fer import ablation  # noqa: E402
 
 BASELINE = "baseline"
+# The loss every cosine-distance recipe must beat: Table 3's softmax endpoint (mini-Xception's Keras head), run by
+# name (--options softmax, --curve-recipe softmax) at the same budget; it takes no recipe option.
+SOFTMAX = "softmax"
 TEACHERS = {"fer2013": "fer2013"}  # dataset -> shipped teacher (see the module docstring for RAF-DB)
 
 
@@ -71,13 +74,16 @@ def grid(datasets, seeds, epochs: int, names=None, combine=()) -> list[ablation.
     """Seed-major runs of the base loss (cosine-distance) with each option (names: None = all) and each combination."""
     options = recipe_options(epochs)
     names = list(options) if names is None else list(names)
-    missing = [name for name in names if name not in options]
+    missing = [name for name in names if name not in options and name != SOFTMAX]
     if missing:
         raise ValueError(f"unknown recipe option(s) {', '.join(missing)}; known: {', '.join(options)}")
-    chosen = [(name, options[name]) for name in names] + [combined(list(parts), options) for parts in combine]
+    chosen = [(name, options[name]) for name in names if name != SOFTMAX]
+    chosen += [combined(list(parts), options) for parts in combine]
     runs = []
     for seed in seeds:
         for dataset in datasets:
+            if SOFTMAX in names:
+                runs.append(ablation.Run(dataset, "softmax", "keras", seed))
             for name, overrides in chosen:
                 if any(o.startswith("train.teacher=") for o in overrides):
                     if dataset not in TEACHERS:
@@ -92,6 +98,8 @@ def grid(datasets, seeds, epochs: int, names=None, combine=()) -> list[ablation.
 
 
 def _recipe(row: dict) -> str:
+    if row["run"]["loss"] == "softmax":
+        return SOFTMAX
     return row["run"].get("recipe") or BASELINE
 
 
@@ -136,6 +144,16 @@ def _curve_table(curves: dict[int, list[dict]]) -> list[str]:
                 if found:
                     lines.append(f"| {ablation.DATASET_TITLES[dataset]} | {name} | {epochs} | "
                                  + " | ".join(ablation._row_cells(found)) + f" | {_cpu_minutes(found)} |")
+    lines.append("")
+    for epochs in sorted(curves):  # the loss question: each cosine-distance recipe against softmax, same schedule
+        for dataset in ablation.REPORTED:
+            here = [row for row in curves[epochs] if row["run"]["dataset"] == dataset]
+            softmax = [row for row in here if _recipe(row) == SOFTMAX]
+            for name in recipes:
+                found = [row for row in here if _recipe(row) == name]
+                if name != SOFTMAX and softmax and found:
+                    lines.append(f"- {ablation.DATASET_TITLES[dataset]}, {epochs} epochs, cosine-distance {name} "
+                                 "against softmax: " + ablation._against(found, softmax, ablation.BALANCED_METRICS) + ".")
     return lines + [""]
 
 
@@ -162,7 +180,8 @@ def recipe_markdown(study: list[dict], curves: dict[int, list[dict]], root: str)
               "minutes per run show what an option costs on top (distillation runs a teacher forward per batch).", "",
               "Protocol: as the loss ablation (docs/results.md): FER2013 keeps the best-PublicTest epoch and reports "
               "PrivateTest; RAF-DB reports the final-epoch weights on the validation part carved with the run's seed. "
-              "Loss: cosine-distance (s = 10, m = 0.35). Values: mean ± sample standard deviation over seeds, in %. "
+              "Loss: cosine-distance (s = 10, m = 0.35), except the softmax reference (Keras head). "
+              "Values: mean ± sample standard deviation over seeds, in %. "
               "Option overrides: `benchmarks/recipe.py recipe_options`.", ""]
     if study:
         lines += ["## Options against the baseline", ""]

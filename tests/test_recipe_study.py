@@ -69,6 +69,21 @@ def test_markdown_compares_each_option_with_the_baseline_and_tabulates_the_curve
     assert "No finished runs yet" in study.recipe_markdown([], {}, "x")
 
 
+def test_softmax_reference_runs_table3s_softmax_endpoint_and_the_curve_compares_against_it(tmp_path):
+    runs = study.grid(("rafdb",), (0, 1), 45, names=["softmax", "ldam_drw"])
+    assert [run.name for run in runs] == ["rafdb/softmax-keras/seed0", "rafdb/cosine_distance-s10-m0.35-ldam_drw/seed0",
+                                          "rafdb/softmax-keras/seed1", "rafdb/cosine_distance-s10-m0.35-ldam_drw/seed1"]
+    cfg = ablation.run_config(yaml.safe_load(BASE.read_text()), runs[0], 45, tmp_path)
+    assert (cfg.loss.name, cfg.model.head, cfg.loss.class_margins) == ("softmax", "keras", "none")
+    with pytest.raises(ValueError, match="unknown recipe option"):
+        study.grid(("rafdb",), (0,), 45, names=[], combine=[["softmax", "ldam"]])
+    rows = [fake_row(run, 0.80 if run.loss == "softmax" else 0.70 + 0.01 * run.seed, epochs=45) for run in runs]
+    text = study.recipe_markdown([], {45: rows}, "runs/recipe")
+    assert "| RAF-DB | softmax | 45 | 0, 1 | 80.00 ± 0.00 |" in text
+    assert "- RAF-DB, 45 epochs, cosine-distance ldam_drw against softmax: accuracy 70.50 ± 0.71 % against 80.00 ± 0.00 %: " \
+           "-9.50 pp" in text
+
+
 def test_committed_recipe_page_is_rebuilt_from_the_committed_records():
     expected = study.recipe_markdown(*study.collect_study(REPO_ROOT / "docs" / "runs" / "recipe"), "docs/runs/recipe")
     assert (REPO_ROOT / "docs" / "recipe.md").read_text() == expected, \
