@@ -532,7 +532,10 @@ def results_markdown(rows: list[dict], root: str | Path = "runs/ablation") -> st
               " ".join(_reading(groups, datasets)) + " Differences are judged against the seed-to-seed standard "
               f"deviation, the only noise estimate available here; with {max_seeds} seed(s) per row that estimate is itself "
               "rough. These runs use the epoch count above on a 2-core CPU, far shorter than the paper's schedules, so absolute accuracies "
-              "are lower than published ones and the ranking may change with longer training.", ""]
+              "are lower than published ones and the ranking may change with longer training.", "",
+              "Softmax against cosine-distance at 45 epochs (3x this schedule), with the class-aware-margin and "
+              "deferred-re-balancing variants: `docs/recipe.md`, section Schedule length (`benchmarks/recipe.py "
+              "--curve 45`).", ""]
     return "\n".join(lines)
 
 
