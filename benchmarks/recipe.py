@@ -134,7 +134,8 @@ def _curve_table(curves: dict[int, list[dict]]) -> list[str]:
     if not curves:
         return []
     recipes = sorted({_recipe(row) for rows in curves.values() for row in rows})
-    lines = ["## Schedule length", "", f"Recipe(s): {', '.join(recipes)}; one root per epoch count.", "",
+    lines = ["## Schedule length", "",
+             f"Recipe(s): {', '.join(recipes)}; one root per epoch count (the study's budget: its own runs).", "",
              "| dataset | recipe | epochs | seeds | accuracy | macro-F1 | balanced accuracy | CPU min per run |",
              "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: |"]
     for dataset in ablation.REPORTED:
@@ -153,8 +154,24 @@ def _curve_table(curves: dict[int, list[dict]]) -> list[str]:
                 found = [row for row in here if _recipe(row) == name]
                 if name != SOFTMAX and softmax and found:
                     lines.append(f"- {ablation.DATASET_TITLES[dataset]}, {epochs} epochs, cosine-distance {name} "
-                                 "against softmax: " + ablation._against(found, softmax, ablation.BALANCED_METRICS) + ".")
+                                 "against softmax: " + ablation._against(found, softmax, ablation.BALANCED_METRICS)
+                                 + ". " + _paired(found, softmax) + ".")
     return lines + [""]
+
+
+def _paired(rows: list[dict], reference: list[dict]) -> str:
+    """Per-seed differences: a seed fixes the validation carve and the data order, so the same seed on both sides
+    takes the split-to-split part out of the spread the unpaired comparison has to beat."""
+    by_seed = {row["run"]["seed"]: row for row in reference if "failed" not in row}
+    pairs = [(row, by_seed[row["run"]["seed"]]) for row in rows if "failed" not in row and row["run"]["seed"] in by_seed]
+    if not pairs:
+        return "No seed on both sides, so no paired comparison"
+    parts = []
+    for name, key in ablation.BALANCED_METRICS:
+        deltas = [100 * (a[key] - b[key]) for a, b in pairs]
+        parts.append(f"{name} {', '.join(f'{d:+.2f}' for d in deltas)} pp (higher in {sum(d > 0 for d in deltas)} "
+                     f"of {len(deltas)})")
+    return f"Paired by seed ({', '.join(str(a['run']['seed']) for a, _ in pairs)}): " + "; ".join(parts)
 
 
 def recipe_markdown(study: list[dict], curves: dict[int, list[dict]], root: str) -> str:
@@ -188,7 +205,18 @@ def recipe_markdown(study: list[dict], curves: dict[int, list[dict]], root: str)
         for dataset in ablation.REPORTED:
             if any(row["run"]["dataset"] == dataset for row in study):
                 lines += _study_table(study, dataset)
-    return "\n".join(lines + _curve_table(curves))
+    return "\n".join(lines + _curve_table(curve_points(study, curves)))
+
+
+def curve_points(study: list[dict], curves: dict[int, list[dict]]) -> dict[int, list[dict]]:
+    """The curve roots' runs, plus the study's runs of the same recipes as the point at the study's budget."""
+    recipes = {_recipe(row) for rows in curves.values() for row in rows}
+    points = dict(curves)
+    for row in study:
+        epochs = row["settings"]["epochs"]
+        if _recipe(row) in recipes and epochs not in curves:
+            points.setdefault(epochs, []).append(row)
+    return dict(sorted(points.items()))
 
 
 def curve_roots(root: Path) -> dict[int, Path]:

@@ -82,6 +82,7 @@ def test_softmax_reference_runs_table3s_softmax_endpoint_and_the_curve_compares_
     assert "| RAF-DB | softmax | 45 | 0, 1 | 80.00 ± 0.00 |" in text
     assert "- RAF-DB, 45 epochs, cosine-distance ldam_drw against softmax: accuracy 70.50 ± 0.71 % against 80.00 ± 0.00 %: " \
            "-9.50 pp" in text
+    assert "Paired by seed (0, 1): accuracy -10.00, -9.00 pp (higher in 0 of 2)" in text
 
 
 def test_committed_recipe_page_is_rebuilt_from_the_committed_records():
