@@ -47,9 +47,10 @@ def test_classify_pre_aligned_faces():
 
 
 def test_default_means_default_pt_once_it_ships(monkeypatch, tmp_path):
-    assert checkpoint.resolve_checkpoint("default") == checkpoint.WEIGHTS_DIR / f"{checkpoint.DEFAULT_MODEL}.pt"
-    shutil.copy(checkpoint.WEIGHTS_DIR / "rafdb.pt", tmp_path / "default.pt")
+    shutil.copy(checkpoint.WEIGHTS_DIR / f"{checkpoint.DEFAULT_MODEL}.pt", tmp_path)
     monkeypatch.setattr(checkpoint, "WEIGHTS_DIR", tmp_path)
+    assert checkpoint.resolve_checkpoint("default") == tmp_path / f"{checkpoint.DEFAULT_MODEL}.pt", "none shipped yet"
+    shutil.copy(tmp_path / f"{checkpoint.DEFAULT_MODEL}.pt", tmp_path / "default.pt")
     assert checkpoint.resolve_checkpoint("default") == tmp_path / "default.pt"
     assert checkpoint.resolve_checkpoint(None) == tmp_path / "default.pt"
 
