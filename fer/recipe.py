@@ -44,9 +44,7 @@ def recalibrate_bn(module: torch.nn.Module, faces, batch_size: int, device, max_
         return
     chosen = np.unique(np.linspace(0, len(faces) - 1, count).round().astype(np.int64))
     batches = (to_tensor(faces.images[chosen[first:first + batch_size]]) for first in range(0, len(chosen), batch_size))
-    was_training = module.training
-    update_bn(batches, module, device=device)  # cumulative average over the batches, then restores BN momenta
-    module.train(was_training)
+    update_bn(batches, module, device=device)  # cumulative average over the batches; restores BN momenta and the mode
 
 
 def mix_batch(x: torch.Tensor, labels: torch.Tensor, augment, seed: int, epoch: int, batch: int):
