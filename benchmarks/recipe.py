@@ -138,20 +138,23 @@ def _curve_table(curves: dict[int, list[dict]]) -> list[str]:
              f"Recipe(s): {', '.join(recipes)}; one root per epoch count (the study's budget: its own runs).", "",
              "| dataset | recipe | epochs | seeds | accuracy | macro-F1 | balanced accuracy | CPU min per run |",
              "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: |"]
+    cells = {}  # (dataset, recipe, epochs) -> its runs: the table's rows and the comparisons' sides
+    for epochs, rows in curves.items():
+        for row in rows:
+            cells.setdefault((row["run"]["dataset"], _recipe(row), epochs), []).append(row)
     for dataset in ablation.REPORTED:
         for name in recipes:
             for epochs in sorted(curves):
-                found = [row for row in curves[epochs] if row["run"]["dataset"] == dataset and _recipe(row) == name]
+                found = cells.get((dataset, name, epochs))
                 if found:
                     lines.append(f"| {ablation.DATASET_TITLES[dataset]} | {name} | {epochs} | "
                                  + " | ".join(ablation._row_cells(found)) + f" | {_cpu_minutes(found)} |")
     lines.append("")
     for epochs in sorted(curves):  # the loss question: each cosine-distance recipe against softmax, same schedule
         for dataset in ablation.REPORTED:
-            here = [row for row in curves[epochs] if row["run"]["dataset"] == dataset]
-            softmax = [row for row in here if _recipe(row) == SOFTMAX]
+            softmax = cells.get((dataset, SOFTMAX, epochs))
             for name in recipes:
-                found = [row for row in here if _recipe(row) == name]
+                found = cells.get((dataset, name, epochs))
                 if name != SOFTMAX and softmax and found:
                     lines.append(f"- {ablation.DATASET_TITLES[dataset]}, {epochs} epochs, cosine-distance {name} "
                                  "against softmax: " + ablation._against(found, softmax, ablation.BALANCED_METRICS)
