@@ -36,6 +36,8 @@ BASELINE = "baseline"
 # name (--options softmax, --curve-recipe softmax) at the same budget; it takes no recipe option.
 SOFTMAX = "softmax"
 TEACHERS = {"fer2013": "fer2013"}  # dataset -> shipped teacher (see the module docstring for RAF-DB)
+# Options that only mean something on some datasets: FER2013 is gray at source, so colour would replicate one channel.
+ONLY_ON = {"colour": ("rafdb",), "colour_size100": ("rafdb",), "distill": tuple(TEACHERS)}
 
 
 def recipe_options(epochs: int) -> dict[str, tuple[str, ...]]:
@@ -56,6 +58,11 @@ def recipe_options(epochs: int) -> dict[str, tuple[str, ...]]:
         "drw": (drw,),
         "ldam_drw": ("loss.class_margins=ldam", drw),
         "distill": ("train.teacher=TEACHER",),  # filled per dataset
+        # Input size and colour (RAF-DB ships 100x100 colour faces; the models' stems take any size and channels)
+        "size64": ("data.image_size=64",),
+        "size100": ("data.image_size=100",),
+        "colour": ("data.channels=3",),
+        "colour_size100": ("data.channels=3", "data.image_size=100"),
     }
     if epochs < 2:  # deferred re-weighting needs an epoch before it
         options = {name: values for name, values in options.items() if name not in ("drw", "ldam_drw")}
@@ -85,9 +92,9 @@ def grid(datasets, seeds, epochs: int, names=None, combine=()) -> list[ablation.
             if SOFTMAX in names:
                 runs.append(ablation.Run(dataset, "softmax", "keras", seed))
             for name, overrides in chosen:
+                if dataset not in ONLY_ON.get(name, (dataset,)):
+                    continue
                 if any(o.startswith("train.teacher=") for o in overrides):
-                    if dataset not in TEACHERS:
-                        continue
                     overrides = tuple(o.replace("TEACHER", TEACHERS[dataset]) for o in overrides)
                 runs.append(ablation.Run(dataset, "cosine_distance", "cosine", seed,
                                          recipe="" if name == BASELINE else name, options=overrides))

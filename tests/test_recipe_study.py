@@ -20,7 +20,8 @@ spec.loader.exec_module(study)
 def test_grid_has_every_option_once_per_dataset_and_seed():
     runs = study.grid(("fer2013", "rafdb"), seeds=(0, 1), epochs=15, combine=[["ema", "mixup"]])
     options = study.recipe_options(15)
-    per_seed = 2 * (len(options) + 1) - 1  # every option and the combination on both datasets; distill on FER2013 only
+    one_dataset = sum(len(datasets) == 1 for datasets in study.ONLY_ON.values())  # distill on FER2013, colour on RAF-DB
+    per_seed = 2 * (len(options) + 1) - one_dataset  # every option and the combination on both datasets
     assert len(runs) == 2 * per_seed and len({run.name for run in runs}) == len(runs)
     assert all(run.seed == 0 for run in runs[:per_seed]), "seed-major"
     names = {run.name for run in runs}
@@ -28,6 +29,8 @@ def test_grid_has_every_option_once_per_dataset_and_seed():
     assert "rafdb/cosine_distance-s10-m0.35-ema+mixup/seed1" in names
     assert "fer2013/cosine_distance-s10-m0.35-distill/seed0" in names
     assert not any("rafdb" in name and "distill" in name for name in names)
+    assert "rafdb/cosine_distance-s10-m0.35-colour_size100/seed0" in names
+    assert not any("fer2013" in name and "colour" in name for name in names), "FER2013 is gray at source"
     with pytest.raises(ValueError, match="unknown recipe option"):
         study.grid(("rafdb",), (0,), 15, names=["emma"])
     assert study.grid(("rafdb",), (0,), 15, names=[], combine=[["ema", "ldam"]])[0].recipe == "ema+ldam"
