@@ -133,6 +133,8 @@ def export_checkpoint(src: str | Path, name: str, notes: dict | None = None) -> 
     (no optimizer state), weights stored as float16, so it stays small and loads by name."""
     checkpoint = load_checkpoint(src)
     shipped = {key: checkpoint[key] for key in ("model_spec", "class_names", "config", "metrics")}
+    if "warm_start" in checkpoint:  # a fine-tuned model names the weights it started from
+        shipped["warm_start"] = checkpoint["warm_start"]
     # float16 storage halves the package size; load_state_dict casts back to the model's float32.
     shipped["state_dict"] = {k: v.half() if v.is_floating_point() else v for k, v in checkpoint["state_dict"].items()}
     shipped["notes"] = notes or {}

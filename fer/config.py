@@ -90,6 +90,7 @@ class TrainConfig:
     ema_decay: float = 0.0  # EMA of the weights per step, in [0, 1); validation, best.pt and export use it; 0 disables
     warmup_epochs: float = 0.0  # linear warm-up of the lr (cosine, none; onecycle: its rising phase); 0 disables
     defer_rebalance_epoch: int = 0  # DRW: class re-weighting from this epoch (counted from 0) on; 0 disables
+    init: str = ""  # warm start: a checkpoint or shipped name whose weights start the model (fer/warmstart.py)
     teacher: list[str] = field(default_factory=list)  # checkpoints or shipped names; probabilities averaged
     distill_weight: float = 1.0  # weight of T^2 * KL(teacher_T || student_T), when train.teacher is set
     distill_temperature: float = 4.0  # T

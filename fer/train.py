@@ -26,6 +26,7 @@ from fer.data.loader import TrainBatches, class_balanced_weights, eval_batches
 from fer.data.splits import load_train_val, write_data_manifest
 from fer.data.transforms import build_augmentation
 from fer.device import autocast, check_precision, cpu_state, grad_scaler, to_device
+from fer.warmstart import warm_start
 
 log = logging.getLogger(__name__)
 
@@ -213,7 +214,9 @@ def run_training(cfg: Config, device: torch.device, data_root, resume: bool, pro
 
     spec = model_spec(cfg.model.name, num_classes, cfg.model.head, cfg.model.width, cfg.data.image_size,
                       cfg.loss.scale if cfg.model.head == "cosine" else 1.0, cfg.data.channels)
-    model = build_model(spec).to(device)
+    model = build_model(spec)
+    warm = warm_start(model, spec, list(train_faces.class_names), t.init) if t.init else None
+    model = model.to(device)
     if t.channels_last:
         model = model.to(memory_format=torch.channels_last)
     class_weights = None
@@ -266,6 +269,8 @@ def run_training(cfg: Config, device: torch.device, data_root, resume: bool, pro
         shipped = model if ema is None else ema.module  # the weights evaluate/export use: the EMA copy when on
         payload = {"state_dict": cpu_state(shipped.state_dict()), "model_spec": spec,
                    "class_names": list(train_faces.class_names), "config": config_to_dict(cfg), "metrics": metrics or {}}
+        if warm is not None:
+            payload["warm_start"] = warm  # where the weights started: the run's provenance
         if resumable:
             payload.update({"objective": cpu_state(objective.state_dict()), "optimizer": cpu_state(optimizer.state_dict()),
                             "schedule": schedule.state_dict() if schedule is not None else {},

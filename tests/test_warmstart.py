@@ -1,0 +1,79 @@
+"""Warm start (`train.init`, fer/warmstart.py): a run begins from a trained checkpoint's weights, rows matched by class."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from fer.checkpoint import build_model, load_checkpoint, load_model, model_spec
+from fer.config import ConfigError, load_config
+from fer.labels import FER2013_CLASSES
+from fer.train import train
+from fer.warmstart import warm_start
+
+TINY = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
+RESNET = ["model.name=resnet_small", "train.threads=1", "train.epochs=1", "train.checkpoint_every=100"]
+
+
+def spec_for(classes, **changes):
+    spec = model_spec("resnet_small", len(classes), "cosine", 1, 48, 10.0, 1)
+    return {**spec, **changes}
+
+
+def test_backbone_is_copied_and_classifier_rows_follow_the_class_names():
+    source, _ = load_model("fer2013")
+    classes = ["contempt", *reversed(FER2013_CLASSES)]  # a new class first, the shared ones in another order
+    spec = spec_for(classes)
+    torch.manual_seed(0)
+    model = build_model(spec)
+    fresh = {k: v.clone() for k, v in model.state_dict().items()}
+    report = warm_start(model, spec, classes, "fer2013")
+    assert report["classes_new"] == ["contempt"] and set(report["classes_copied"]) == set(FER2013_CLASSES)
+    ours, theirs = model.state_dict(), source.state_dict()
+    for key in theirs:
+        if not key.startswith("head."):
+            assert torch.equal(ours[key], theirs[key].to(ours[key].dtype)), key
+    for row, name in enumerate(classes):
+        expected = fresh["head.weight"][row] if name == "contempt" else theirs["head.weight"][FER2013_CLASSES.index(name)]
+        assert torch.equal(model.state_dict()["head.weight"][row], expected.float()), name
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"name": "resnet_medium"}, "name 'resnet_small', this run 'resnet_medium'"),
+    ({"channels": 3}, "channels 1, this run 3"),
+    ({"head": "linear"}, "head 'cosine', this run 'linear'"),
+])
+def test_a_different_architecture_is_a_config_error_naming_key_and_file(changes, message):
+    spec = spec_for(FER2013_CLASSES, **changes)
+    with pytest.raises(ConfigError, match=f"'train.init': .*fer2013.pt is a different model .*{message}"):
+        warm_start(build_model(spec), spec, list(FER2013_CLASSES), "fer2013")
+
+
+def test_no_shared_class_is_a_config_error():
+    classes = ["pos", "neg"]
+    spec = spec_for(classes)
+    with pytest.raises(ConfigError, match="'train.init': .* none of this run's classes"):
+        warm_start(build_model(spec), spec, classes, "fer2013")
+
+
+def test_a_warm_started_run_begins_where_the_checkpoint_is_and_records_it(tmp_path, data_root):
+    """On real FER2013 faces, one short epoch at a tiny learning rate: from the shipped model the validation accuracy is
+    the shipped model's level, from a random init it is chance; best.pt, last.pt and the export name the source."""
+    settings = [*RESNET, "data.max_per_class=30", "train.lr=0.00001"]
+    runs = {name: train(load_config(TINY, [f"train.out_dir={tmp_path / name}", *settings, *extra]),
+                        data_root=data_root, progress=False)
+            for name, extra in [("scratch", []), ("warm", ["train.init=fer2013"])]}
+    assert runs["warm"]["best_val_acc"] > 0.45 > runs["scratch"]["best_val_acc"] + 0.15, \
+        {name: r["best_val_acc"] for name, r in runs.items()}
+    for path in (runs["warm"]["best"], runs["warm"]["last"]):
+        assert load_checkpoint(path)["warm_start"]["source"].endswith("fer2013.pt")
+    assert "warm_start" not in load_checkpoint(runs["scratch"]["best"])
+
+
+def test_a_bad_init_checkpoint_is_a_one_line_error(tmp_path, data_root):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    cfg = load_config(TINY, [f"train.out_dir={tmp_path / 'run'}", *RESNET, "data.max_per_class=5",
+                             f"train.init={bad}"])
+    with pytest.raises(ValueError, match=f"{bad}: not a (fer|torch) checkpoint"):
+        train(cfg, data_root=data_root, progress=False)
