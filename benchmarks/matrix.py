@@ -69,7 +69,8 @@ def evaluate_cell(model: str, column: str, tta: str, data_root=None) -> dict:
             "exclude_classes": list(options["exclude_classes"]),
             **{key: report[key] for key in ("accuracy", "macro_f1", "balanced_accuracy", "n_samples", "n_excluded",
                                             "excluded", "n_no_face", "n_skipped")},
-            "training_val_split": report["data"]["training_val_split"], "seed": report["data"]["seed"],
+            "training_val_split": report["data"]["training_val_split"],
+            "init_val_split": report["data"]["init_val_split"], "seed": report["data"]["seed"],
             "checkpoint_sha256": report["checkpoint"]["sha256"], "command": command}
 
 
@@ -99,6 +100,7 @@ def model_card(model: str, threads: int = 1, repeats: int = 50) -> dict:
                                                                           "weight_decay", "schedule", "seed", "threads")},
         "best_epoch": metrics.get("epoch"), "train_seconds_to_best": metrics.get("seconds"),
         "hardware": notes.get("hardware", "not recorded"), "notes": notes,
+        "warm_start": checkpoint.get("warm_start"),  # fine-tuned: the weights it started from
         "ms_per_face": round(one, 3), "faces_per_s_batch64": round(per_s),
         "timing": {"torch_threads": threads, "machine": platform.machine(), "processor": platform.processor() or "?",
                    "note": "random uint8 faces; speed does not depend on the pixels"},
@@ -127,7 +129,12 @@ def _data_text(card: dict) -> str:
     sources = data.get("sources") or [data.get("dataset", "?")]
     realign = set(data.get("realign") or ())
     named = [s + (" (re-aligned)" if s in realign else "") for s in sources]
-    return " + ".join(named) + f", {data.get('image_size', 48)} px, {'gray' if data.get('channels', 1) == 1 else 'colour'}"
+    text = " + ".join(named) + f", {data.get('image_size', 48)} px, {'gray' if data.get('channels', 1) == 1 else 'colour'}"
+    warm = card.get("warm_start")
+    if warm:  # the time and epochs in the card are the fine-tune's; the starting model's are in its own card
+        text += (f"; fine-tuned from `{Path(warm['source']).stem}` (sha256 {warm['sha256'][:12]}, trained on "
+                 f"{' + '.join(warm['datasets'])})")
+    return text
 
 
 def _recipe_text(card: dict) -> str:
@@ -158,6 +165,8 @@ def markdown(cells: list[dict], cards: list[dict]) -> str:
                 notes.append(f"faces re-detected and aligned; no face found in {plain['n_no_face']:,} (counted as errors)")
             if plain["training_val_split"]:
                 notes.append("this model's selection split (optimistic)")
+            elif plain.get("init_val_split"):
+                notes.append("its warm start's selection split (optimistic)")
             lines.append(f"| `{model}` | {title} | {plain['n_samples']:,} | {_pct(plain['accuracy'])} | "
                          f"{_pct(plain['macro_f1'])} | {_pct(plain['balanced_accuracy'])} | "
                          f"{_pct(flip['accuracy']) if flip else '–'} | {'; '.join(notes)} |")

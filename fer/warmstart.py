@@ -25,7 +25,7 @@ ARCHITECTURE = ("name", "head", "width", "channels")
 def warm_start(model: nn.Module, spec: dict, class_names: list[str], source: str) -> dict:
     """Copy source's weights into model (built from spec for class_names); returns what was copied.
 
-    Returns {'source': path, 'sha256': of the file, 'classes_copied': [...], 'classes_new': [...]}. Raises ConfigError naming 'train.init'
+    Returns {'source': path, 'sha256': of the file, 'datasets': lineage(source), 'classes_copied': [...], 'classes_new': [...]}. Raises ConfigError naming 'train.init'
     when the architectures differ or no class is shared.
     """
     trained, checkpoint = load_model(source)
@@ -52,8 +52,15 @@ def warm_start(model: nn.Module, spec: dict, class_names: list[str], source: str
                 ours[key].copy_(value)
     model.load_state_dict(ours)
     digest = hashlib.sha256(Path(checkpoint["path"]).read_bytes()).hexdigest()  # a name like `default` can be re-shipped
-    report = {"source": checkpoint["path"], "sha256": digest, "classes_copied": shared,
+    report = {"source": checkpoint["path"], "sha256": digest, "datasets": lineage(checkpoint), "classes_copied": shared,
               "classes_new": [name for name in class_names if name not in shared]}
     log.info("train.init: weights from %s (%d px); classifier rows copied for %s, new for %s", checkpoint["path"],
              theirs["image_size"], shared, report["classes_new"] or "none")
     return report
+
+
+def lineage(checkpoint: dict) -> list[str]:
+    """The datasets a checkpoint's weights have been trained (and selected) on, its own warm starts' included."""
+    data = (checkpoint.get("config") or {}).get("data", {})
+    own = data.get("sources") or [data.get("dataset")]
+    return sorted({name for name in own if name} | set((checkpoint.get("warm_start") or {}).get("datasets", ())))

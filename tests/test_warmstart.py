@@ -29,6 +29,7 @@ def test_backbone_is_copied_and_classifier_rows_follow_the_class_names():
     fresh = {k: v.clone() for k, v in model.state_dict().items()}
     report = warm_start(model, spec, classes, "fer2013")
     assert report["classes_new"] == ["contempt"] and set(report["classes_copied"]) == set(FER2013_CLASSES)
+    assert report["datasets"] == ["fer2013"], "what the starting weights were trained and selected on"
     ours, theirs = model.state_dict(), source.state_dict()
     for key in theirs:
         if not key.startswith("head."):
