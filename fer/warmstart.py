@@ -4,7 +4,11 @@ Fine-tuning a model trained on more faces (the shipped `default`) on one dataset
 reaches a better model in a fraction of the epochs. The architecture (name, head, width, channels) must match; the
 input size may differ, as the models are fully convolutional. The classifier's rows are matched by class name, so a
 checkpoint with 7 classes starts an 8-class model: the 7 shared rows are copied, the new class's row keeps its
-random init. Only weights travel: optimizer, schedule and loss centers start fresh, as in any new run.
+random init. A gray model can start a colour one and the reverse: the first convolution is converted so that it
+gives the same response on the same face (gray -> colour: weights times OpenCV's BGR-to-gray luma coefficients, exact
+since the input scaling is affine with the same offset for every channel; colour -> gray: summed over the channels,
+exact on gray faces replicated into B, G and R). Only weights travel: optimizer, schedule and loss centers start
+fresh, as in any new run.
 """
 
 import hashlib
@@ -19,22 +23,22 @@ from fer.config import ConfigError
 
 log = logging.getLogger(__name__)
 
-ARCHITECTURE = ("name", "head", "width", "channels")
+ARCHITECTURE = ("name", "head", "width")
+LUMA_BGR = (0.114, 0.587, 0.299)  # cv2.COLOR_BGR2GRAY: Y = 0.299 R + 0.587 G + 0.114 B
 
 
 def warm_start(model: nn.Module, spec: dict, class_names: list[str], source: str) -> dict:
     """Copy source's weights into model (built from spec for class_names); returns what was copied.
 
-    Returns {'source': path, 'sha256': of the file, 'datasets': lineage(source), 'classes_copied': [...], 'classes_new': [...]}. Raises ConfigError naming 'train.init'
-    when the architectures differ or no class is shared.
+    Returns {'source': path, 'sha256': of the file, 'datasets': lineage(source), 'classes_copied': [...],
+    'classes_new': [...]}. Raises ConfigError naming 'train.init' when the architectures differ or no class is shared.
     """
     trained, checkpoint = load_model(source)
     theirs = checkpoint["model_spec"]
-    architecture = {key: theirs.get(key) for key in ARCHITECTURE} | {"channels": input_shape(theirs)[1]}
-    differ = [key for key in ARCHITECTURE if architecture[key] != spec[key]]
+    differ = [key for key in ARCHITECTURE if theirs.get(key) != spec[key]]
     if differ:
         raise ConfigError(f"'train.init': {checkpoint['path']} is a different model ("
-                          + ", ".join(f"{key} {architecture[key]!r}, this run {spec[key]!r}" for key in differ) + ")")
+                          + ", ".join(f"{key} {theirs.get(key)!r}, this run {spec[key]!r}" for key in differ) + ")")
     their_classes = list(checkpoint["class_names"])
     shared = [name for name in class_names if name in their_classes]
     if not shared:
@@ -48,15 +52,26 @@ def warm_start(model: nn.Module, spec: dict, class_names: list[str], source: str
         for key, value in source_state.items():
             if key.startswith("head."):  # class-major tensors: weight (K, ...) and bias (K,)
                 ours[key][rows_to] = value[rows_from].to(ours[key].dtype)
+            elif value.shape != ours[key].shape:  # the first convolution of a model with other input channels
+                ours[key].copy_(convert_input_channels(value, ours[key].shape[1]))
             else:
                 ours[key].copy_(value)
     model.load_state_dict(ours)
     digest = hashlib.sha256(Path(checkpoint["path"]).read_bytes()).hexdigest()  # a name like `default` can be re-shipped
     report = {"source": checkpoint["path"], "sha256": digest, "datasets": lineage(checkpoint), "classes_copied": shared,
               "classes_new": [name for name in class_names if name not in shared]}
-    log.info("train.init: weights from %s (%d px); classifier rows copied for %s, new for %s", checkpoint["path"],
-             theirs["image_size"], shared, report["classes_new"] or "none")
+    log.info("train.init: weights from %s (%d px, %d channel(s)); classifier rows copied for %s, new for %s",
+             checkpoint["path"], *input_shape(theirs), shared, report["classes_new"] or "none")
     return report
+
+
+def convert_input_channels(weight: torch.Tensor, channels: int) -> torch.Tensor:
+    """A first-convolution weight (O, 1 or 3, k, k) for `channels` inputs with the same response (module docstring)."""
+    if weight.shape[1] == 1 and channels == 3:
+        return weight * torch.tensor(LUMA_BGR, dtype=weight.dtype).view(1, 3, 1, 1)
+    if weight.shape[1] == 3 and channels == 1:
+        return weight.sum(dim=1, keepdim=True)
+    raise ValueError(f"cannot convert a first convolution with {weight.shape[1]} input channels to {channels}")
 
 
 def lineage(checkpoint: dict) -> list[str]:

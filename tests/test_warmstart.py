@@ -41,13 +41,38 @@ def test_backbone_is_copied_and_classifier_rows_follow_the_class_names():
 
 @pytest.mark.parametrize("changes, message", [
     ({"name": "resnet_medium"}, "name 'resnet_small', this run 'resnet_medium'"),
-    ({"channels": 3}, "channels 1, this run 3"),
     ({"head": "linear"}, "head 'cosine', this run 'linear'"),
 ])
 def test_a_different_architecture_is_a_config_error_naming_key_and_file(changes, message):
     spec = spec_for(FER2013_CLASSES, **changes)
     with pytest.raises(ConfigError, match=f"'train.init': .*fer2013.pt is a different model .*{message}"):
         warm_start(build_model(spec), spec, list(FER2013_CLASSES), "fer2013")
+
+
+def test_a_gray_model_starts_a_colour_one_with_the_same_response_on_real_colour_faces(data_root):
+    """gray -> colour: the converted first convolution on a BGR face gives what the gray model gives on the face
+    turned gray by OpenCV (up to its rounding to uint8); colour -> gray back again gives the gray model exactly."""
+    import cv2
+    import numpy as np
+
+    from fer.config import DataConfig
+    from fer.data.splits import read_split
+    from fer.data.transforms import to_tensor
+
+    faces = read_split(DataConfig(dataset="rafdb", channels=3, max_per_class=3), "train", data_root)
+    colour = faces.images[:16]
+    gray = np.stack([cv2.cvtColor(face, cv2.COLOR_BGR2GRAY) for face in colour])
+    source, _ = load_model("fer2013")
+    spec = spec_for(FER2013_CLASSES, channels=3)
+    model = build_model(spec).eval()
+    warm_start(model, spec, list(FER2013_CLASSES), "fer2013")
+    with torch.no_grad():
+        want, got = source(to_tensor(gray)), model(to_tensor(colour))
+    assert (want.argmax(1) == got.argmax(1)).float().mean() >= 0.9 and (want - got).abs().mean() < 0.01
+    back = {k: v for k, v in model.state_dict().items()}
+    from fer.warmstart import convert_input_channels
+    stem = next(k for k, v in back.items() if v.ndim == 4 and v.shape[1] == 3)
+    assert torch.allclose(convert_input_channels(back[stem], 1), source.state_dict()[stem], atol=1e-6)
 
 
 def test_no_shared_class_is_a_config_error():
