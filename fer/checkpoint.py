@@ -128,16 +128,19 @@ def load_model(name_or_path: str | Path | None) -> tuple[nn.Module, dict]:
     return model.eval(), checkpoint
 
 
-def export_checkpoint(src: str | Path, name: str, notes: dict | None = None) -> Path:
+def export_checkpoint(src: str | Path, name: str, notes: dict | None = None, weights_dir: Path = WEIGHTS_DIR) -> Path:
     """Ship a trained checkpoint as fer/weights/<name>.pt: weights, model spec, class names, config and metrics only
     (no optimizer state), weights stored as float16, so it stays small and loads by name."""
     checkpoint = load_checkpoint(src)
     shipped = {key: checkpoint[key] for key in ("model_spec", "class_names", "config", "metrics")}
+    history = (checkpoint.get("train_state") or {}).get("history") or []
+    if not shipped["metrics"] and history:  # last.pt: the metrics of the last epoch it finished, from its own history
+        shipped["metrics"] = history[-1]
     if "warm_start" in checkpoint:  # a fine-tuned model names the weights it started from
         shipped["warm_start"] = checkpoint["warm_start"]
     # float16 storage halves the package size; load_state_dict casts back to the model's float32.
     shipped["state_dict"] = {k: v.half() if v.is_floating_point() else v for k, v in checkpoint["state_dict"].items()}
     shipped["notes"] = notes or {}
-    destination = WEIGHTS_DIR / f"{name}.pt"
+    destination = Path(weights_dir) / f"{name}.pt"
     atomic_save(shipped, destination)
     return destination

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fer.checkpoint import build_model, load_checkpoint, load_model, model_spec
+from fer.checkpoint import build_model, export_checkpoint, load_checkpoint, load_model, model_spec
 from fer.config import ConfigError, load_config
 from fer.labels import FER2013_CLASSES
 from fer.train import train
@@ -94,6 +94,11 @@ def test_a_warm_started_run_begins_where_the_checkpoint_is_and_records_it(tmp_pa
     for path in (runs["warm"]["best"], runs["warm"]["last"]):
         assert load_checkpoint(path)["warm_start"]["source"].endswith("fer2013.pt")
     assert "warm_start" not in load_checkpoint(runs["scratch"]["best"])
+    shipped = load_checkpoint(export_checkpoint(runs["warm"]["last"], "warm", weights_dir=tmp_path))
+    last = torch.load(runs["warm"]["last"], weights_only=True)
+    assert shipped["warm_start"] == last["warm_start"], "the shipped file names its starting weights"
+    assert shipped["metrics"] == last["train_state"]["history"][-1], "last.pt ships with its last epoch's metrics"
+    assert all(v.dtype == torch.float16 for v in shipped["state_dict"].values() if v.is_floating_point())
 
 
 def test_a_bad_init_checkpoint_is_a_one_line_error(tmp_path, data_root):
