@@ -44,7 +44,7 @@ class Classifier:
         model, ckpt = load_model(checkpoint)
         spec = ckpt["model_spec"]
         size, channels = input_shape(spec)
-        info = {key: ckpt.get(key) or {} for key in ("model_spec", "config")}
+        info = {key: ckpt.get(key) or {} for key in ("model_spec", "config", "warm_start")}
         info.update(path=ckpt["path"], class_names=list(ckpt["class_names"]))
         return cls(model, ckpt["class_names"], size, spec["prob_scale"], ckpt["path"],
                    channels=channels, checkpoint=info, device=device)

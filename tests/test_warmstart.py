@@ -108,3 +108,21 @@ def test_a_bad_init_checkpoint_is_a_one_line_error(tmp_path, data_root):
                              f"train.init={bad}"])
     with pytest.raises(ValueError, match=f"{bad}: not a (fer|torch) checkpoint"):
         train(cfg, data_root=data_root, progress=False)
+
+
+def test_evaluate_flags_the_carve_a_warm_start_was_selected_on(tmp_path, data_root):
+    """A model fine-tuned on FER2013 from weights selected on the RAF-DB carve: that carve is flagged as optimistic."""
+    from fer.config import DataConfig
+    from fer.evaluate import evaluate
+
+    fer2013_run = load_checkpoint("default")
+    fer2013_run["config"] = {**fer2013_run["config"], "data": {"dataset": "fer2013"}}
+    flags = {}
+    for name, warm in [("plain", None), ("warm", {"source": "default.pt", "datasets": ["ferplus", "rafdb"]})]:
+        path = tmp_path / f"{name}.pt"
+        torch.save({**{k: v for k, v in fer2013_run.items() if k != "path"}, **({"warm_start": warm} if warm else {})},
+                   path)
+        report = evaluate(path, DataConfig(dataset="rafdb", max_per_class=3), "val", tmp_path / name,
+                          data_root=data_root)
+        flags[name] = (report["data"]["training_val_split"], report["data"]["init_val_split"])
+    assert flags == {"plain": (False, False), "warm": (False, True)}, flags
