@@ -331,7 +331,8 @@ def evaluate(checkpoint: str | Path | None, data_cfg: DataConfig, split: str | N
                  "val_fraction": data_cfg.val_fraction if split == "val" else None,
                  "training_val_split": split == "val" and same_dataset,
                  # a warm-started model's starting weights were trained and selected with this dataset's carve
-                 "init_val_split": split == "val" and data_cfg.dataset in (ckpt.get("warm_start") or {}).get("datasets", ())},
+                 "init_val_split": split == "val"
+                 and data_cfg.dataset in (ckpt.get("warm_start") or {}).get("datasets", ())},
         "seconds": round(time.perf_counter() - started, 2),
     }
     write_report(report, out_dir, faces, y_pred, probs, embeddings, no_face, projection,

@@ -1,8 +1,8 @@
 """Warm start (`train.init`): begin training from a trained checkpoint's weights instead of a random init.
 
 Fine-tuning a model trained on more faces (the shipped `default`) on one dataset, or on a user's own labelled faces,
-reaches a better model in a fraction of the epochs. The architecture (name, head, width, channels) must match; the
-input size may differ, as the models are fully convolutional. The classifier's rows are matched by class name, so a
+reaches a better model in a fraction of the epochs. The architecture (name, head, width) must match; the input size
+may differ, as the models are fully convolutional. The classifier's rows are matched by class name, so a
 checkpoint with 7 classes starts an 8-class model: the 7 shared rows are copied, the new class's row keeps its
 random init. A gray model can start a colour one and the reverse: the first convolution is converted so that it
 gives the same response on the same face (gray -> colour: weights times OpenCV's BGR-to-gray luma coefficients, exact
