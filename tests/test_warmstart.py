@@ -9,7 +9,7 @@ from fer.checkpoint import build_model, export_checkpoint, load_checkpoint, load
 from fer.config import ConfigError, load_config
 from fer.labels import FER2013_CLASSES
 from fer.train import train
-from fer.warmstart import warm_start
+from fer.warmstart import lineage, warm_start
 
 TINY = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
 RESNET = ["model.name=resnet_small", "train.threads=1", "train.epochs=1", "train.checkpoint_every=100"]
@@ -29,7 +29,7 @@ def test_backbone_is_copied_and_classifier_rows_follow_the_class_names():
     fresh = {k: v.clone() for k, v in model.state_dict().items()}
     report = warm_start(model, spec, classes, "fer2013")
     assert report["classes_new"] == ["contempt"] and set(report["classes_copied"]) == set(FER2013_CLASSES)
-    assert report["datasets"] == ["fer2013"], "what the starting weights were trained and selected on"
+    assert report["datasets"] == lineage(load_checkpoint("fer2013")) and "fer2013" in report["datasets"]
     ours, theirs = model.state_dict(), source.state_dict()
     for key in theirs:
         if not key.startswith("head."):
@@ -37,6 +37,14 @@ def test_backbone_is_copied_and_classifier_rows_follow_the_class_names():
     for row, name in enumerate(classes):
         expected = fresh["head.weight"][row] if name == "contempt" else theirs["head.weight"][FER2013_CLASSES.index(name)]
         assert torch.equal(model.state_dict()["head.weight"][row], expected.float()), name
+
+
+def test_lineage_is_the_own_datasets_plus_those_of_the_warm_start():
+    assert lineage({"config": {"data": {"dataset": "rafdb"}}}) == ["rafdb"]
+    mixed = {"config": {"data": {"dataset": "mixed", "sources": ["ferplus", "rafdb"]}}}
+    assert lineage(mixed) == ["ferplus", "rafdb"]
+    assert lineage({"config": {"data": {"dataset": "fer2013"}}, "warm_start": {"datasets": lineage(mixed)}}) == \
+        ["fer2013", "ferplus", "rafdb"]
 
 
 @pytest.mark.parametrize("changes, message", [
