@@ -11,7 +11,6 @@ allow_skipped, in which case the report states how many are missing (pytorch/vis
 
 import csv
 import dataclasses
-import hashlib
 import json
 import logging
 import time
@@ -30,6 +29,7 @@ from fer.data.paths import dataset_path
 from fer.data.readers import IMAGE_SUFFIXES, FaceSet
 from fer.data.splits import SPLITS, load_eval_split
 from fer.data.transforms import face_shape
+from fer.face.model_file import sha256_of as sha256_file  # the report's checkpoint hash
 from fer.labels import COMMON_ALIASES
 
 log = logging.getLogger(__name__)
@@ -66,14 +66,6 @@ def parse_class_map(text: str | None) -> dict[str, str]:
 def parse_names(text: str | None) -> tuple[str, ...]:
     """'contempt, unknown' -> ('contempt', 'unknown')."""
     return tuple(filter(None, (part.strip() for part in (text or "").split(","))))
-
-
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def map_classes(faces: FaceSet, model_classes, class_map: dict[str, str] | None = None, exclude=()) -> FaceSet:

@@ -11,7 +11,6 @@ exact on gray faces replicated into B, G and R). Only weights travel: optimizer,
 fresh, as in any new run.
 """
 
-import hashlib
 import logging
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from torch import nn
 
 from fer.checkpoint import input_shape, load_model
 from fer.config import ConfigError
+from fer.face.model_file import sha256_of
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ def warm_start(model: nn.Module, spec: dict, class_names: list[str], source: str
             else:
                 ours[key].copy_(value)
     model.load_state_dict(ours)
-    digest = hashlib.sha256(Path(checkpoint["path"]).read_bytes()).hexdigest()  # a name like `default` can be re-shipped
+    digest = sha256_of(Path(checkpoint["path"]))  # a name like `default` can be re-shipped
     report = {"source": checkpoint["path"], "sha256": digest, "datasets": lineage(checkpoint), "classes_copied": shared,
               "classes_new": [name for name in class_names if name not in shared]}
     log.info("train.init: weights from %s (%d px, %d channel(s)); classifier rows copied for %s, new for %s",

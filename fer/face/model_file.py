@@ -20,7 +20,7 @@ VENDORED_YUNET = Path(__file__).resolve().parent / "yunet" / YUNET_FILENAME
 ENV_MODEL = "FER_YUNET_MODEL"
 
 
-def sha256_of(path: Path) -> str:
+def sha256_of(path: str | Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 16), b""):
