@@ -110,6 +110,11 @@ def _recipe(row: dict) -> str:
     return row["run"].get("recipe") or BASELINE
 
 
+def _home_as_tilde(command: str) -> str:
+    """Records (and the page built from them) show commands anyone can paste: this machine's home folder as ~."""
+    return command.replace(str(Path.home()) + "/", "~/")
+
+
 def _cpu_minutes(rows: list[dict]) -> str:
     return f"{np.mean([row['cpu_s'] for row in rows]) / 60:.1f}" if rows else "–"
 
@@ -282,7 +287,8 @@ def main(argv=None) -> int:
         else:
             jobs = [(root / "study", args.epochs, grid(args.datasets, args.seeds, args.epochs, args.options,
                                                        args.combine))]
-        command = "python benchmarks/recipe.py " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
+        command = _home_as_tilde("python benchmarks/recipe.py "
+                                 + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)))
         for folder, epochs, runs in jobs:
             if args.dry_run:
                 finished = ablation.collect(folder) if folder.is_dir() else []

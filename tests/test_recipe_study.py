@@ -2,6 +2,7 @@
 
 import dataclasses
 import importlib.util
+from pathlib import Path
 
 import pytest
 import yaml
@@ -92,3 +93,11 @@ def test_committed_recipe_page_is_rebuilt_from_the_committed_records():
     expected = study.recipe_markdown(*study.collect_study(REPO_ROOT / "docs" / "runs" / "recipe"), "docs/runs/recipe")
     assert (REPO_ROOT / "docs" / "recipe.md").read_text() == expected, \
         "docs/recipe.md is stale: python benchmarks/recipe.py --results-only --root docs/runs/recipe"
+
+
+def test_committed_commands_can_be_pasted_on_another_machine():
+    """The page lists each record's command; a home folder spelled out (/root/...) would only run where it was made."""
+    rows, curves = study.collect_study(REPO_ROOT / "docs" / "runs" / "recipe")
+    commands = {row["command"] for row in rows + [row for rows_ in curves.values() for row in rows_]}
+    assert commands and not [c for c in commands if "/root/" in c or "/home/" in c]
+    assert study._home_as_tilde(f"x --root {Path.home()}/fer-runs/recipe") == "x --root ~/fer-runs/recipe"
