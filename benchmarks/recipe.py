@@ -9,6 +9,7 @@ schedule-length curve of one recipe in <root>/curve-<N>ep/. Meant to run in the 
     FER_DATA=/path/to/data nohup python benchmarks/recipe.py --epochs 15 --budget-minutes 600 > runs/recipe.log 2>&1 &
     python benchmarks/recipe.py --combine ema,mixup,ldam_drw --seeds 0,1,2     # the finalists together
     python benchmarks/recipe.py --curve 10,20,40,80 --curve-recipe ema+mixup    # accuracy against schedule length
+    python benchmarks/recipe.py --curve 45 --curve-recipe softmax --model resnet_small  # a stronger model (linear softmax)
     python benchmarks/recipe.py --dry-run                                       # the runs still to do, and their time
     python benchmarks/recipe.py --results-only --copy-records docs/runs/recipe  # copy the records to commit
     python benchmarks/recipe.py --results-only --root docs/runs/recipe          # rebuild docs/recipe.md from them
@@ -77,8 +78,12 @@ def combined(names: list[str], options: dict) -> tuple[str, tuple[str, ...]]:
     return "+".join(names), tuple(o for name in names for o in options[name])
 
 
-def grid(datasets, seeds, epochs: int, names=None, combine=()) -> list[ablation.Run]:
-    """Seed-major runs of the base loss (cosine-distance) with each option (names: None = all) and each combination."""
+def grid(datasets, seeds, epochs: int, names=None, combine=(), model: str = ablation.DEFAULT_MODEL) -> list[ablation.Run]:
+    """Seed-major runs of the base loss (cosine-distance) with each option (names: None = all) and each combination.
+
+    model: mini-Xception (the paper's, whose softmax reference keeps the Keras head) or a stronger model, whose softmax
+    reference is a linear head on the same embedding (as the loss ablation's Table 3 endpoints).
+    """
     options = recipe_options(epochs)
     names = list(options) if names is None else list(names)
     missing = [name for name in names if name not in options and name != SOFTMAX]
@@ -90,13 +95,14 @@ def grid(datasets, seeds, epochs: int, names=None, combine=()) -> list[ablation.
     for seed in seeds:
         for dataset in datasets:
             if SOFTMAX in names:
-                runs.append(ablation.Run(dataset, "softmax", "keras", seed))
+                head = "keras" if model == ablation.DEFAULT_MODEL else "linear"
+                runs.append(ablation.Run(dataset, "softmax", head, seed, model=model))
             for name, overrides in chosen:
                 if dataset not in ONLY_ON.get(name, (dataset,)):
                     continue
                 if any(o.startswith("train.teacher=") for o in overrides):
                     overrides = tuple(o.replace("TEACHER", TEACHERS[dataset]) for o in overrides)
-                runs.append(ablation.Run(dataset, "cosine_distance", "cosine", seed,
+                runs.append(ablation.Run(dataset, "cosine_distance", "cosine", seed, model=model,
                                          recipe="" if name == BASELINE else name, options=overrides))
     return list(dict.fromkeys(runs))
 
@@ -110,6 +116,10 @@ def _recipe(row: dict) -> str:
     return row["run"].get("recipe") or BASELINE
 
 
+def _model(row: dict) -> str:
+    return row["run"].get("model", ablation.DEFAULT_MODEL)
+
+
 def _home_as_tilde(command: str) -> str:
     """Records (and the page built from them) show commands anyone can paste: this machine's home folder as ~."""
     return command.replace(str(Path.home()) + "/", "~/")
@@ -119,13 +129,19 @@ def _cpu_minutes(rows: list[dict]) -> str:
     return f"{np.mean([row['cpu_s'] for row in rows]) / 60:.1f}" if rows else "–"
 
 
-def _study_table(rows: list[dict], dataset: str) -> list[str]:
-    these = [row for row in rows if row["run"]["dataset"] == dataset]
+def _models(rows: list[dict]) -> list[str]:
+    """The models in rows, the paper's mini-Xception first."""
+    return sorted({_model(row) for row in rows}, key=lambda model: (model != ablation.DEFAULT_MODEL, model))
+
+
+def _study_table(rows: list[dict], dataset: str, model: str) -> list[str]:
+    these = [row for row in rows if row["run"]["dataset"] == dataset and _model(row) == model]
     by_recipe = {}
     for row in these:
         by_recipe.setdefault(_recipe(row), []).append(row)
     baseline = by_recipe.get(BASELINE, [])
-    lines = [f"### {ablation.DATASET_TITLES[dataset]} ({ablation.SPLIT_TITLES[dataset]})", "",
+    title = f"{ablation.DATASET_TITLES[dataset]} ({ablation.SPLIT_TITLES[dataset]})"
+    lines = [f"### {title}" + ("" if model == ablation.DEFAULT_MODEL else f", {model}"), "",
              "| recipe | seeds | accuracy | macro-F1 | balanced accuracy | CPU min per run |",
              "| --- | --- | ---: | ---: | ---: | ---: |"]
     order = sorted(by_recipe, key=lambda name: (name != BASELINE, "+" in name, name))
@@ -148,29 +164,33 @@ def _curve_table(curves: dict[int, list[dict]]) -> list[str]:
     recipes = sorted({_recipe(row) for rows in curves.values() for row in rows})
     lines = ["## Schedule length", "",
              f"Recipe(s): {', '.join(recipes)}; one root per epoch count (the study's budget: its own runs).", "",
-             "| dataset | recipe | epochs | seeds | accuracy | macro-F1 | balanced accuracy | CPU min per run |",
-             "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: |"]
-    cells = {}  # (dataset, recipe, epochs) -> its runs: the table's rows and the comparisons' sides
+             "| dataset | model | recipe | epochs | seeds | accuracy | macro-F1 | balanced accuracy | CPU min per run |",
+             "| --- | --- | --- | ---: | --- | ---: | ---: | ---: | ---: |"]
+    cells = {}  # (dataset, model, recipe, epochs) -> its runs: the table's rows and the comparisons' sides
     for epochs, rows in curves.items():
         for row in rows:
-            cells.setdefault((row["run"]["dataset"], _recipe(row), epochs), []).append(row)
+            cells.setdefault((row["run"]["dataset"], _model(row), _recipe(row), epochs), []).append(row)
+    models = _models([row for rows in curves.values() for row in rows])
     for dataset in ablation.REPORTED:
-        for name in recipes:
-            for epochs in sorted(curves):
-                found = cells.get((dataset, name, epochs))
-                if found:
-                    lines.append(f"| {ablation.DATASET_TITLES[dataset]} | {name} | {epochs} | "
-                                 + " | ".join(ablation._row_cells(found)) + f" | {_cpu_minutes(found)} |")
-    lines.append("")
-    for epochs in sorted(curves):  # the loss question: each cosine-distance recipe against softmax, same schedule
-        for dataset in ablation.REPORTED:
-            softmax = cells.get((dataset, SOFTMAX, epochs))
+        for model in models:
             for name in recipes:
-                found = cells.get((dataset, name, epochs))
-                if name != SOFTMAX and softmax and found:
-                    lines.append(f"- {ablation.DATASET_TITLES[dataset]}, {epochs} epochs, cosine-distance {name} "
-                                 "against softmax: " + ablation._against(found, softmax, ablation.BALANCED_METRICS)
-                                 + ". " + _paired(found, softmax) + ".")
+                for epochs in sorted(curves):
+                    found = cells.get((dataset, model, name, epochs))
+                    if found:
+                        lines.append(f"| {ablation.DATASET_TITLES[dataset]} | {model} | {name} | {epochs} | "
+                                     + " | ".join(ablation._row_cells(found)) + f" | {_cpu_minutes(found)} |")
+    lines.append("")
+    for epochs in sorted(curves):  # the loss question: each cosine-distance recipe against softmax, same model, schedule
+        for dataset in ablation.REPORTED:
+            for model in models:
+                softmax = cells.get((dataset, model, SOFTMAX, epochs))
+                for name in recipes:
+                    found = cells.get((dataset, model, name, epochs))
+                    if name != SOFTMAX and softmax and found:
+                        lines.append(f"- {ablation.DATASET_TITLES[dataset]}, {model}, {epochs} epochs, cosine-distance "
+                                     f"{name} against softmax: "
+                                     + ablation._against(found, softmax, ablation.BALANCED_METRICS)
+                                     + ". " + _paired(found, softmax) + ".")
     return lines + [""]
 
 
@@ -212,24 +232,25 @@ def recipe_markdown(study: list[dict], curves: dict[int, list[dict]], root: str)
               "minutes per run show what an option costs on top (distillation runs a teacher forward per batch).", "",
               "Protocol: as the loss ablation (docs/results.md): FER2013 keeps the best-PublicTest epoch and reports "
               "PrivateTest; RAF-DB reports the final-epoch weights on the validation part carved with the run's seed. "
-              "Loss: cosine-distance (s = 10, m = 0.35), except the softmax reference (Keras head). "
+              "Loss: cosine-distance (s = 10, m = 0.35), except the softmax reference (Keras head on mini-Xception, a "
+              "linear head on the same embedding for a stronger model). "
               "Values: mean ± sample standard deviation over seeds, in %. "
               "Option overrides: `benchmarks/recipe.py recipe_options`.", ""]
     if study:
         lines += ["## Options against the baseline", ""]
         for dataset in ablation.REPORTED:
-            if any(row["run"]["dataset"] == dataset for row in study):
-                lines += _study_table(study, dataset)
+            for model in _models([row for row in study if row["run"]["dataset"] == dataset]):
+                lines += _study_table(study, dataset, model)
     return "\n".join(lines + _curve_table(curve_points(study, curves)))
 
 
 def curve_points(study: list[dict], curves: dict[int, list[dict]]) -> dict[int, list[dict]]:
     """The curve roots' runs, plus the study's runs of the same recipes as the point at the study's budget."""
-    recipes = {_recipe(row) for rows in curves.values() for row in rows}
+    recipes = {(_model(row), _recipe(row)) for rows in curves.values() for row in rows}
     points = dict(curves)
     for row in study:
         epochs = row["settings"]["epochs"]
-        if _recipe(row) in recipes and epochs not in curves:
+        if (_model(row), _recipe(row)) in recipes and epochs not in curves:
             points.setdefault(epochs, []).append(row)
     return dict(sorted(points.items()))
 
@@ -259,6 +280,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--root", default="runs/recipe")
     p.add_argument("--base", default="configs/fer2013_mini_xception_cosine.yaml", help="today's recipe")
+    p.add_argument("--model", default=ablation.DEFAULT_MODEL, choices=sorted(ablation.MODELS),
+                   help="the network of every run (the paper's mini-Xception by default)")
     p.add_argument("--datasets", type=lambda t: tuple(t.split(",")), default=("fer2013", "rafdb"))
     p.add_argument("--seeds", type=numbers(int), default=(0, 1, 2))
     p.add_argument("--epochs", type=int, default=15, help="the budget: epochs of every study run")
@@ -283,10 +306,11 @@ def main(argv=None) -> int:
         if args.curve:  # one recipe (an option or an a+b combination) at each schedule length
             parts = args.curve_recipe.split("+")
             names, combine = (parts, []) if len(parts) == 1 else ([], [parts])
-            jobs = [(root / f"curve-{n}ep", n, grid(args.datasets, args.seeds, n, names, combine)) for n in args.curve]
+            jobs = [(root / f"curve-{n}ep", n, grid(args.datasets, args.seeds, n, names, combine, args.model))
+                    for n in args.curve]
         else:
             jobs = [(root / "study", args.epochs, grid(args.datasets, args.seeds, args.epochs, args.options,
-                                                       args.combine))]
+                                                       args.combine, args.model))]
         command = _home_as_tilde("python benchmarks/recipe.py "
                                  + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)))
         for folder, epochs, runs in jobs:

@@ -68,7 +68,7 @@ def test_markdown_compares_each_option_with_the_baseline_and_tabulates_the_curve
     assert "| baseline | 0, 1, 2 | 71.00 ± 1.00 | 61.00 ± 1.00 | 66.00 ± 1.00 | 2.0 |" in text
     assert "| ema | 0, 1, 2 | 76.00 ± 1.00 |" in text
     assert "- ema against the baseline: accuracy 76.00 ± 1.00 % against 71.00 ± 1.00 %: +5.00 pp, more than twice" in text
-    assert "| RAF-DB | ema | 30 | 0 | 80.00 | 70.00 | 75.00 | 4.0 |" in text
+    assert "| RAF-DB | mini_xception | ema | 30 | 0 | 80.00 | 70.00 | 75.00 | 4.0 |" in text
     assert "Smoke settings" not in text
     assert "No finished runs yet" in study.recipe_markdown([], {}, "x")
 
@@ -83,10 +83,27 @@ def test_softmax_reference_runs_table3s_softmax_endpoint_and_the_curve_compares_
         study.grid(("rafdb",), (0,), 45, names=[], combine=[["softmax", "ldam"]])
     rows = [fake_row(run, 0.80 if run.loss == "softmax" else 0.70 + 0.01 * run.seed, epochs=45) for run in runs]
     text = study.recipe_markdown([], {45: rows}, "runs/recipe")
-    assert "| RAF-DB | softmax | 45 | 0, 1 | 80.00 ± 0.00 |" in text
-    assert "- RAF-DB, 45 epochs, cosine-distance ldam_drw against softmax: accuracy 70.50 ± 0.71 % against 80.00 ± 0.00 %: " \
+    assert "| RAF-DB | mini_xception | softmax | 45 | 0, 1 | 80.00 ± 0.00 |" in text
+    assert "- RAF-DB, mini_xception, 45 epochs, cosine-distance ldam_drw against softmax: accuracy 70.50 ± 0.71 % against 80.00 ± 0.00 %: " \
            "-9.50 pp" in text
     assert "Paired by seed (0, 1): accuracy -10.00, -9.00 pp (higher in 0 of 2)" in text
+
+
+def test_a_stronger_model_runs_table3s_linear_softmax_and_is_compared_only_with_itself(tmp_path):
+    runs = study.grid(("rafdb",), (0,), 45, names=["softmax", "baseline"], model="resnet_small")
+    assert [run.name for run in runs] == ["rafdb/resnet_small/softmax-linear/seed0",
+                                          "rafdb/resnet_small/cosine_distance-s10-m0.35/seed0"]
+    cfg = ablation.run_config(yaml.safe_load(BASE.read_text()), runs[0], 45, tmp_path)
+    assert (cfg.model.name, cfg.loss.name, cfg.model.head) == ("resnet_small", "softmax", "linear")
+    mini = study.grid(("rafdb",), (0,), 45, names=["softmax", "baseline"])
+    rows = [fake_row(run, 0.80 if run.loss == "softmax" else 0.75, epochs=45) for run in runs]
+    rows += [fake_row(run, 0.60 if run.loss == "softmax" else 0.70, epochs=45) for run in mini]
+    text = study.recipe_markdown([], {45: rows}, "runs/recipe")
+    assert "| RAF-DB | resnet_small | softmax | 45 | 0 | 80.00 |" in text
+    assert "- RAF-DB, resnet_small, 45 epochs, cosine-distance baseline against softmax: accuracy 75.00 % against " \
+           "80.00 %: -5.00 pp" in text
+    assert "- RAF-DB, mini_xception, 45 epochs, cosine-distance baseline against softmax: accuracy 70.00 % against " \
+           "60.00 %: +10.00 pp" in text
 
 
 def test_committed_recipe_page_is_rebuilt_from_the_committed_records():
