@@ -125,8 +125,22 @@ def _home_as_tilde(command: str) -> str:
     return command.replace(str(Path.home()) + "/", "~/")
 
 
+def _resumed(row: dict) -> bool:
+    """A resumed run's training clock (kept in its checkpoint) ran longer than the process that finished it."""
+    return row.get("train_seconds", 0.0) > row["wall_s"]
+
+
+def _cpu_s(row: dict) -> float:
+    """CPU seconds of the whole run: a resumed run's record holds the finishing process's only, so the training time
+    before the resume is added: training clock minus that process's wall time, times its threads (short by that
+    process's loading and evaluation, some seconds)."""
+    return row["cpu_s"] + (row["train_seconds"] - row["wall_s"]) * row.get("threads", 1) if _resumed(row) else row["cpu_s"]
+
+
 def _cpu_minutes(rows: list[dict]) -> str:
-    return f"{np.mean([row['cpu_s'] for row in rows]) / 60:.1f}" if rows else "–"
+    if not rows:
+        return "–"
+    return f"{np.mean([_cpu_s(row) for row in rows]) / 60:.1f}" + ("*" if any(map(_resumed, rows)) else "")
 
 
 def _models(rows: list[dict]) -> list[str]:
@@ -225,11 +239,13 @@ def recipe_markdown(study: list[dict], curves: dict[int, list[dict]], root: str)
     if any(row["settings"]["max_per_class"] or row["settings"]["epochs"] < 5 for row in rows):
         lines.append("**Smoke settings (capped training set or under 5 epochs): these numbers show that the pipeline "
                      "works, they say nothing about the options.**")
-    cpu = sum(row["cpu_s"] for row in rows)
+    cpu = sum(_cpu_s(row) for row in rows)
     threads = sorted({row.get("threads") for row in rows if row.get("threads")})
     lines += ["", f"CPU time: {cpu / 3600:.2f} CPU-hours over {len(rows)} runs on "
               f"{', '.join(map(str, threads)) or '?'} torch thread(s). Every run has the same epoch count; the CPU "
-              "minutes per run show what an option costs on top (distillation runs a teacher forward per batch).", "",
+              "minutes per run show what an option costs on top (distillation runs a teacher forward per batch). "
+              "* marks a cell with a run resumed after an interruption: its CPU time is the finishing process's plus "
+              "the training time before the resume (from the checkpoint's training clock).", "",
               "Protocol: as the loss ablation (docs/results.md): FER2013 keeps the best-PublicTest epoch and reports "
               "PrivateTest; RAF-DB reports the final-epoch weights on the validation part carved with the run's seed. "
               "Loss: cosine-distance (s = 10, m = 0.35), except the softmax reference (Keras head on mini-Xception, a "

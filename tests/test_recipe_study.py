@@ -106,6 +106,15 @@ def test_a_stronger_model_runs_table3s_linear_softmax_and_is_compared_only_with_
            "60.00 %: +10.00 pp" in text
 
 
+def test_a_resumed_runs_cpu_time_counts_the_part_before_the_resume():
+    run = study.grid(("rafdb",), (0,), 15, names=["baseline"])[0]
+    straight = fake_row(run, 0.7, cpu_s=600.0) | {"train_seconds": 580.0}
+    resumed = fake_row(run, 0.7, cpu_s=200.0) | {"train_seconds": 580.0}  # trained 380 s before the interruption
+    assert study._cpu_minutes([straight]) == "10.0"
+    assert study._cpu_minutes([resumed]) == "9.7*"  # 200 + (580 - 200) s: short by the finishing process's evaluation
+    assert "| baseline | 0 | 70.00 | 60.00 | 65.00 | 9.7* |" in study.recipe_markdown([resumed], {}, "runs/recipe")
+
+
 def test_committed_recipe_page_is_rebuilt_from_the_committed_records():
     expected = study.recipe_markdown(*study.collect_study(REPO_ROOT / "docs" / "runs" / "recipe"), "docs/runs/recipe")
     assert (REPO_ROOT / "docs" / "recipe.md").read_text() == expected, \
