@@ -136,8 +136,9 @@ def export_checkpoint(src: str | Path, name: str, notes: dict | None = None, wei
     history = (checkpoint.get("train_state") or {}).get("history") or []
     if not shipped["metrics"] and history:  # last.pt: the metrics of the last epoch it finished, from its own history
         shipped["metrics"] = history[-1]
-    if "warm_start" in checkpoint:  # a fine-tuned model names the weights it started from
-        shipped["warm_start"] = checkpoint["warm_start"]
+    for provenance in ("warm_start", "teachers"):  # the weights it started from, the models it was distilled from
+        if provenance in checkpoint:
+            shipped[provenance] = checkpoint[provenance]
     # float16 storage halves the package size; load_state_dict casts back to the model's float32.
     shipped["state_dict"] = {k: v.half() if v.is_floating_point() else v for k, v in checkpoint["state_dict"].items()}
     shipped["notes"] = notes or {}

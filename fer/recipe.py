@@ -4,6 +4,7 @@ Each is off by default and then costs nothing: train.py calls these in a few lin
 """
 
 import math
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -13,6 +14,8 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn, update_bn
 from fer.checkpoint import load_model
 from fer.config import ConfigError
 from fer.data.transforms import to_tensor
+from fer.face.model_file import sha256_of
+from fer.warmstart import lineage
 
 MIX_STREAM = 7919  # extra seed word: the mixing draws never coincide with the augmentation's (seed, epoch, batch) stream
 
@@ -90,6 +93,7 @@ class Teacher:
 
     def __init__(self, sources: list[str], class_names, image_size: int, channels: int = 1):
         self.models, self.device = [], torch.device("cpu")
+        self.provenance = []  # per teacher: {source, sha256, datasets}, recorded in the student's checkpoints
         for source in sources:
             model, checkpoint = load_model(source)
             spec = checkpoint["model_spec"]
@@ -100,6 +104,9 @@ class Teacher:
                 raise ConfigError(f"'train.teacher': {checkpoint['path']} takes {spec.get('channels', 1)} x "
                                   f"{spec['image_size']} px input, the training data is {channels} x {image_size} px")
             self.models.append((model.to(memory_format=torch.channels_last), spec["prob_scale"]))
+            # a student learns from its teachers' data too: name the exact files (a shipped name can be re-shipped)
+            self.provenance.append({"source": checkpoint["path"], "sha256": sha256_of(Path(checkpoint["path"])),
+                                    "datasets": lineage(checkpoint)})
 
     @torch.no_grad()
     def probs(self, x: torch.Tensor, temperature: float) -> torch.Tensor:

@@ -271,6 +271,8 @@ def run_training(cfg: Config, device: torch.device, data_root, resume: bool, pro
                    "class_names": list(train_faces.class_names), "config": config_to_dict(cfg), "metrics": metrics or {}}
         if warm is not None:
             payload["warm_start"] = warm  # where the weights started: the run's provenance
+        if teacher is not None:
+            payload["teachers"] = teacher.provenance  # what the weights learned from besides the labels
         if resumable:
             payload.update({"objective": cpu_state(objective.state_dict()), "optimizer": cpu_state(optimizer.state_dict()),
                             "schedule": schedule.state_dict() if schedule is not None else {},

@@ -7,14 +7,17 @@ import numpy as np
 import pytest
 import torch
 
-from fer.checkpoint import load_model
+from fer.checkpoint import export_checkpoint, load_model
 from fer.config import AugmentConfig, ConfigError, config_from_dict, load_config
+from fer.data.paths import REPO_ROOT
 from fer.data.splits import load_train_val
 from fer.data.transforms import build_augmentation, to_tensor
+from fer.face.model_file import sha256_of
 from fer.labels import FER2013_CLASSES
 from fer.models import create_model
 from fer.recipe import Teacher, distillation_loss, make_ema, mix_batch, recalibrate_bn
 from fer.train import make_schedule, train, validate
+from fer.warmstart import lineage
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "configs" / "tiny.yaml"
@@ -280,6 +283,12 @@ def test_distillation_changes_the_loss_and_weight_zero_equals_no_teacher(tmp_pat
     loss = {name: ck["train_state"]["history"][0]["train_loss"] for name, ck in last.items()}
     assert loss["zero"] == loss["none"] and loss["on"] != loss["none"], loss
     assert not same_weights(last["none"]["state_dict"], last["on"]["state_dict"])
+    shipped_teacher = REPO_ROOT / "fer" / "weights" / "fer2013.pt"
+    assert "teachers" not in last["none"]
+    assert last["on"]["teachers"] == [{"source": str(shipped_teacher), "sha256": sha256_of(shipped_teacher),
+                                       "datasets": lineage(torch.load(shipped_teacher, weights_only=True))}]
+    exported = torch.load(export_checkpoint(runs["on"]["last"], "student", weights_dir=tmp_path), weights_only=True)
+    assert exported["teachers"] == last["on"]["teachers"], "the shipped file keeps its teachers"
 
 
 # ---------------------------------------------------------------------------------------------------------------------
