@@ -116,40 +116,25 @@ def _recipe(row: dict) -> str:
     return row["run"].get("recipe") or BASELINE
 
 
-def _model(row: dict) -> str:
-    return row["run"].get("model", ablation.DEFAULT_MODEL)
-
-
 def _home_as_tilde(command: str) -> str:
     """Records (and the page built from them) show commands anyone can paste: this machine's home folder as ~."""
     return command.replace(str(Path.home()) + "/", "~/")
 
 
-def _resumed(row: dict) -> bool:
-    """A resumed run's training clock (kept in its checkpoint) ran longer than the process that finished it."""
-    return row.get("train_seconds", 0.0) > row["wall_s"]
-
-
-def _cpu_s(row: dict) -> float:
-    """CPU seconds of the whole run: a resumed run's record holds the finishing process's only, so the training time
-    before the resume is added: training clock minus that process's wall time, times its threads (short by that
-    process's loading and evaluation, some seconds)."""
-    return row["cpu_s"] + (row["train_seconds"] - row["wall_s"]) * row.get("threads", 1) if _resumed(row) else row["cpu_s"]
-
-
 def _cpu_minutes(rows: list[dict]) -> str:
     if not rows:
         return "–"
-    return f"{np.mean([_cpu_s(row) for row in rows]) / 60:.1f}" + ("*" if any(map(_resumed, rows)) else "")
+    mean_minutes = np.mean([ablation.cpu_seconds(row) for row in rows]) / 60
+    return f"{mean_minutes:.1f}" + ("*" if any(map(ablation.resumed, rows)) else "")
 
 
 def _models(rows: list[dict]) -> list[str]:
     """The models in rows, the paper's mini-Xception first."""
-    return sorted({_model(row) for row in rows}, key=lambda model: (model != ablation.DEFAULT_MODEL, model))
+    return sorted({ablation._model(row) for row in rows}, key=lambda model: (model != ablation.DEFAULT_MODEL, model))
 
 
 def _study_table(rows: list[dict], dataset: str, model: str) -> list[str]:
-    these = [row for row in rows if row["run"]["dataset"] == dataset and _model(row) == model]
+    these = [row for row in rows if row["run"]["dataset"] == dataset and ablation._model(row) == model]
     by_recipe = {}
     for row in these:
         by_recipe.setdefault(_recipe(row), []).append(row)
@@ -183,7 +168,7 @@ def _curve_table(curves: dict[int, list[dict]]) -> list[str]:
     cells = {}  # (dataset, model, recipe, epochs) -> its runs: the table's rows and the comparisons' sides
     for epochs, rows in curves.items():
         for row in rows:
-            cells.setdefault((row["run"]["dataset"], _model(row), _recipe(row), epochs), []).append(row)
+            cells.setdefault((row["run"]["dataset"], ablation._model(row), _recipe(row), epochs), []).append(row)
     models = _models([row for rows in curves.values() for row in rows])
     for dataset in ablation.REPORTED:
         for model in models:
@@ -239,7 +224,7 @@ def recipe_markdown(study: list[dict], curves: dict[int, list[dict]], root: str)
     if any(row["settings"]["max_per_class"] or row["settings"]["epochs"] < 5 for row in rows):
         lines.append("**Smoke settings (capped training set or under 5 epochs): these numbers show that the pipeline "
                      "works, they say nothing about the options.**")
-    cpu = sum(_cpu_s(row) for row in rows)
+    cpu = sum(ablation.cpu_seconds(row) for row in rows)
     threads = sorted({row.get("threads") for row in rows if row.get("threads")})
     lines += ["", f"CPU time: {cpu / 3600:.2f} CPU-hours over {len(rows)} runs on "
               f"{', '.join(map(str, threads)) or '?'} torch thread(s). Every run has the same epoch count; the CPU "
@@ -262,11 +247,11 @@ def recipe_markdown(study: list[dict], curves: dict[int, list[dict]], root: str)
 
 def curve_points(study: list[dict], curves: dict[int, list[dict]]) -> dict[int, list[dict]]:
     """The curve roots' runs, plus the study's runs of the same recipes as the point at the study's budget."""
-    recipes = {(_model(row), _recipe(row)) for rows in curves.values() for row in rows}
+    recipes = {(ablation._model(row), _recipe(row)) for rows in curves.values() for row in rows}
     points = dict(curves)
     for row in study:
         epochs = row["settings"]["epochs"]
-        if (_model(row), _recipe(row)) in recipes and epochs not in curves:
+        if (ablation._model(row), _recipe(row)) in recipes and epochs not in curves:
             points.setdefault(epochs, []).append(row)
     return dict(sorted(points.items()))
 

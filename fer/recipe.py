@@ -4,7 +4,6 @@ Each is off by default and then costs nothing: train.py calls these in a few lin
 """
 
 import math
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -14,8 +13,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn, update_bn
 from fer.checkpoint import load_model
 from fer.config import ConfigError
 from fer.data.transforms import to_tensor
-from fer.face.model_file import sha256_of
-from fer.warmstart import lineage
+from fer.warmstart import provenance
 
 MIX_STREAM = 7919  # extra seed word: the mixing draws never coincide with the augmentation's (seed, epoch, batch) stream
 
@@ -104,9 +102,7 @@ class Teacher:
                 raise ConfigError(f"'train.teacher': {checkpoint['path']} takes {spec.get('channels', 1)} x "
                                   f"{spec['image_size']} px input, the training data is {channels} x {image_size} px")
             self.models.append((model.to(memory_format=torch.channels_last), spec["prob_scale"]))
-            # a student learns from its teachers' data too: name the exact files (a shipped name can be re-shipped)
-            self.provenance.append({"source": checkpoint["path"], "sha256": sha256_of(Path(checkpoint["path"])),
-                                    "datasets": lineage(checkpoint)})
+            self.provenance.append(provenance(checkpoint))  # a student learns from its teachers' data too
 
     @torch.no_grad()
     def probs(self, x: torch.Tensor, temperature: float) -> torch.Tensor:

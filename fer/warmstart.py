@@ -57,9 +57,8 @@ def warm_start(model: nn.Module, spec: dict, class_names: list[str], source: str
             else:
                 ours[key].copy_(value)
     model.load_state_dict(ours)
-    digest = sha256_of(Path(checkpoint["path"]))  # a name like `default` can be re-shipped
-    report = {"source": checkpoint["path"], "sha256": digest, "datasets": lineage(checkpoint), "classes_copied": shared,
-              "classes_new": [name for name in class_names if name not in shared]}
+    report = provenance(checkpoint) | {"classes_copied": shared,
+                                       "classes_new": [name for name in class_names if name not in shared]}
     log.info("train.init: weights from %s (%d px, %d channel(s)); classifier rows copied for %s, new for %s",
              checkpoint["path"], *input_shape(theirs), shared, report["classes_new"] or "none")
     return report
@@ -72,6 +71,13 @@ def convert_input_channels(weight: torch.Tensor, channels: int) -> torch.Tensor:
     if weight.shape[1] == 3 and channels == 1:
         return weight.sum(dim=1, keepdim=True)
     raise ValueError(f"cannot convert a first convolution with {weight.shape[1]} input channels to {channels}")
+
+
+def provenance(checkpoint: dict) -> dict:
+    """{source, sha256, datasets} of a loaded checkpoint: the exact file (a name like `default` can be re-shipped) and
+    what it was trained on, for the checkpoints of a run that starts from it or learns from it."""
+    path = checkpoint["path"]
+    return {"source": path, "sha256": sha256_of(Path(path)), "datasets": lineage(checkpoint)}
 
 
 def lineage(checkpoint: dict) -> list[str]:
