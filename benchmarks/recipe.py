@@ -154,7 +154,20 @@ def _study_table(rows: list[dict], dataset: str, model: str) -> list[str]:
                 lines.append(f"- {name} against the baseline: "
                              + ablation._against(found, baseline, ablation.BALANCED_METRICS) + ".")
         lines.append("")
+    lines += _combination_lines(by_recipe, order)
     return lines
+
+
+def _combination_lines(by_recipe: dict[str, list[dict]], order: list[str]) -> list[str]:
+    """Each a+b combination against each of its parts: combining pays only if it beats the better part alone."""
+    lines = []
+    for name in order:
+        for part in name.split("+") if "+" in name else ():
+            if ablation._metric(by_recipe.get(part, []), "accuracy") and ablation._metric(by_recipe[name], "accuracy"):
+                lines.append(f"- {name} against {part} alone: "
+                             + ablation._against(by_recipe[name], by_recipe[part], ablation.BALANCED_METRICS) + ". "
+                             + _paired(by_recipe[name], by_recipe[part]) + ".")
+    return lines + [""] if lines else []
 
 
 def _curve_table(curves: dict[int, list[dict]]) -> list[str]:

@@ -73,6 +73,16 @@ def test_markdown_compares_each_option_with_the_baseline_and_tabulates_the_curve
     assert "No finished runs yet" in study.recipe_markdown([], {}, "x")
 
 
+def test_a_combination_is_compared_with_each_of_its_parts():
+    runs = study.grid(("fer2013",), (0, 1), 15, names=["baseline", "ema"], combine=[["ema", "ldam"]])
+    accuracy = {"": 0.60, "ema": 0.62, "ema+ldam": 0.63}
+    rows = [fake_row(run, accuracy[run.recipe] + 0.01 * run.seed) for run in runs]
+    text = study.recipe_markdown(rows, {}, "runs/recipe")
+    assert "- ema+ldam against ema alone: accuracy 63.50 ± 0.71 % against 62.50 ± 0.71 %: +1.00 pp" in text
+    assert "Paired by seed (0, 1): accuracy +1.00, +1.00 pp (higher in 2 of 2)" in text
+    assert "against ldam alone" not in text, "a part with no runs of its own is not compared"
+
+
 def test_softmax_reference_runs_table3s_softmax_endpoint_and_the_curve_compares_against_it(tmp_path):
     runs = study.grid(("rafdb",), (0, 1), 45, names=["softmax", "ldam_drw"])
     assert [run.name for run in runs] == ["rafdb/softmax-keras/seed0", "rafdb/cosine_distance-s10-m0.35-ldam_drw/seed0",
