@@ -14,6 +14,7 @@ What is synchronised (README "Training on GPUs and several machines"):
 """
 
 import datetime
+import gc
 import logging
 import os
 
@@ -74,6 +75,9 @@ def init(device_name: str = "auto", key: str = "train.device") -> torch.device:
 
 def teardown() -> None:
     if is_distributed():
+        # The DDP wrapper sits in reference cycles that hold the group; freed only at interpreter exit, gloo's threads
+        # die with it and abort the process ("terminate called without an active exception"). Free them now.
+        gc.collect()
         dist.destroy_process_group()
 
 
