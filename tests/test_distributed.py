@@ -255,15 +255,20 @@ def torchrun(*args, run_py: bool = True, **kwargs):
                             start_new_session=True, **kwargs)
 
 
+def proc_stat(pid) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command name (state, ppid, ...); None once the process is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
 def descendants(pid: int) -> list[int]:
     """Every process below pid (Linux /proc): torchrun starts each rank in a session of its own, out of its group."""
     children = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:  # the process ended while we looked
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    for entry in Path("/proc").glob("[0-9]*"):
+        if fields := proc_stat(entry.name):  # None: the process ended while we looked
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
     found, todo = [], [pid]
     while todo:
         found += (below := children.get(todo.pop(), []))
@@ -287,10 +292,8 @@ def kill_tree(process: subprocess.Popen, timeout: float = 30) -> None:
 
 
 def alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+    fields = proc_stat(pid)
+    return fields is not None and fields[0] != "Z"
 
 
 def test_killed_two_process_run_resumes_and_ends_like_a_straight_run(tmp_path, data_root, two_process_run):
