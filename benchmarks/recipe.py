@@ -34,7 +34,7 @@ from fer import ablation  # noqa: E402
 
 BASELINE = "baseline"
 # The loss every cosine-distance recipe must beat: Table 3's softmax endpoint (mini-Xception's Keras head), run by
-# name (--options softmax, --curve-recipe softmax) at the same budget; it takes no recipe option.
+# name (--options softmax, --curve-recipe softmax) at the same budget; softmax+distill trains it with an option.
 SOFTMAX = "softmax"
 TEACHERS = {"fer2013": "fer2013"}  # dataset -> shipped teacher (see the module docstring for RAF-DB)
 # Options that only mean something on some datasets: FER2013 is gray at source, so colour would replicate one channel.
@@ -82,7 +82,9 @@ def grid(datasets, seeds, epochs: int, names=None, combine=(), model: str = abla
     """Seed-major runs of the base loss (cosine-distance) with each option (names: None = all) and each combination.
 
     model: mini-Xception (the paper's, whose softmax reference keeps the Keras head) or a stronger model, whose softmax
-    reference is a linear head on the same embedding (as the loss ablation's Table 3 endpoints).
+    reference is a linear head on the same embedding (as the loss ablation's Table 3 endpoints). A combination that
+    starts with softmax (softmax+distill) trains that reference with the options, so the loss can be compared with the
+    recipe held fixed.
     """
     options = recipe_options(epochs)
     names = list(options) if names is None else list(names)
@@ -90,21 +92,32 @@ def grid(datasets, seeds, epochs: int, names=None, combine=(), model: str = abla
     if missing:
         raise ValueError(f"unknown recipe option(s) {', '.join(missing)}; known: {', '.join(options)}")
     chosen = [(name, options[name]) for name in names if name != SOFTMAX]
-    chosen += [combined(list(parts), options) for parts in combine]
+    chosen += [combined(list(parts), options) for parts in combine if parts[0] != SOFTMAX]
+    softmax_chosen = [("", ())] if SOFTMAX in names else []
+    softmax_chosen += [_softmax_recipe(list(parts[1:]), options) for parts in combine if parts[0] == SOFTMAX]
+    head = "keras" if model == ablation.DEFAULT_MODEL else "linear"
     runs = []
     for seed in seeds:
         for dataset in datasets:
-            if SOFTMAX in names:
-                head = "keras" if model == ablation.DEFAULT_MODEL else "linear"
-                runs.append(ablation.Run(dataset, "softmax", head, seed, model=model))
-            for name, overrides in chosen:
-                if dataset not in ONLY_ON.get(name, (dataset,)):
-                    continue
-                if any(o.startswith("train.teacher=") for o in overrides):
-                    overrides = tuple(o.replace("TEACHER", TEACHERS[dataset]) for o in overrides)
-                runs.append(ablation.Run(dataset, "cosine_distance", "cosine", seed, model=model,
-                                         recipe="" if name == BASELINE else name, options=overrides))
+            for loss, loss_head, recipes in (("softmax", head, softmax_chosen), ("cosine_distance", "cosine", chosen)):
+                for name, overrides in recipes:
+                    if dataset not in ONLY_ON.get(name, (dataset,)):
+                        continue
+                    overrides = tuple(o.replace("TEACHER", TEACHERS[dataset]) if o.startswith("train.teacher=") else o
+                                      for o in overrides)
+                    runs.append(ablation.Run(dataset, loss, loss_head, seed, model=model,
+                                             recipe="" if name == BASELINE else name, options=overrides))
     return list(dict.fromkeys(runs))
+
+
+def _softmax_recipe(names: list[str], options: dict) -> tuple[str, tuple[str, ...]]:
+    """The options of softmax+a+b; class-aware margins are refused: softmax has no margin to make class-aware."""
+    if not names:
+        raise ValueError("softmax+: name the options to train the softmax reference with, e.g. softmax+distill")
+    name, overrides = combined(names, options)
+    if any(o.startswith("loss.class_margins=") for o in overrides):
+        raise ValueError(f"softmax+{name}: class-aware margins belong to the cosine-distance loss; softmax has no margin")
+    return name, overrides
 
 
 # ------------------------------------------------------------------------------------------------------------ markdown
@@ -112,7 +125,7 @@ def grid(datasets, seeds, epochs: int, names=None, combine=(), model: str = abla
 
 def _recipe(row: dict) -> str:
     if row["run"]["loss"] == "softmax":
-        return SOFTMAX
+        return "+".join([SOFTMAX] + ([row["run"]["recipe"]] if row["run"].get("recipe") else []))
     return row["run"].get("recipe") or BASELINE
 
 
@@ -195,14 +208,18 @@ def _curve_table(curves: dict[int, list[dict]]) -> list[str]:
     for epochs in sorted(curves):  # the loss question: each cosine-distance recipe against softmax, same model, schedule
         for dataset in ablation.REPORTED:
             for model in models:
-                softmax = cells.get((dataset, model, SOFTMAX, epochs))
                 for name in recipes:
                     found = cells.get((dataset, model, name, epochs))
-                    if name != SOFTMAX and softmax and found:
-                        lines.append(f"- {ablation.DATASET_TITLES[dataset]}, {model}, {epochs} epochs, cosine-distance "
-                                     f"{name} against softmax: "
-                                     + ablation._against(found, softmax, ablation.BALANCED_METRICS)
-                                     + ". " + _paired(found, softmax) + ".")
+                    if name.split("+")[0] == SOFTMAX or not found:
+                        continue
+                    # plain softmax, and softmax trained with the same recipe (the loss alone changes) where it ran
+                    for reference in dict.fromkeys([SOFTMAX, SOFTMAX if name == BASELINE else f"{SOFTMAX}+{name}"]):
+                        softmax = cells.get((dataset, model, reference, epochs))
+                        if softmax:
+                            lines.append(f"- {ablation.DATASET_TITLES[dataset]}, {model}, {epochs} epochs, "
+                                         f"cosine-distance {name} against {reference}: "
+                                         + ablation._against(found, softmax, ablation.BALANCED_METRICS)
+                                         + ". " + _paired(found, softmax) + ".")
     return lines + [""]
 
 

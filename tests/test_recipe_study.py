@@ -89,14 +89,35 @@ def test_softmax_reference_runs_table3s_softmax_endpoint_and_the_curve_compares_
                                           "rafdb/softmax-keras/seed1", "rafdb/cosine_distance-s10-m0.35-ldam_drw/seed1"]
     cfg = ablation.run_config(yaml.safe_load(BASE.read_text()), runs[0], 45, tmp_path)
     assert (cfg.loss.name, cfg.model.head, cfg.loss.class_margins) == ("softmax", "keras", "none")
-    with pytest.raises(ValueError, match="unknown recipe option"):
+    with pytest.raises(ValueError, match="softmax\\+ldam: class-aware margins belong to the cosine-distance loss"):
         study.grid(("rafdb",), (0,), 45, names=[], combine=[["softmax", "ldam"]])
+    with pytest.raises(ValueError, match="unknown recipe option"):
+        study.grid(("rafdb",), (0,), 45, names=[], combine=[["ema", "softmax"]])
     rows = [fake_row(run, 0.80 if run.loss == "softmax" else 0.70 + 0.01 * run.seed, epochs=45) for run in runs]
     text = study.recipe_markdown([], {45: rows}, "runs/recipe")
     assert "| RAF-DB | mini_xception | softmax | 45 | 0, 1 | 80.00 ± 0.00 |" in text
     assert "- RAF-DB, mini_xception, 45 epochs, cosine-distance ldam_drw against softmax: accuracy 70.50 ± 0.71 % against 80.00 ± 0.00 %: " \
            "-9.50 pp" in text
     assert "Paired by seed (0, 1): accuracy -10.00, -9.00 pp (higher in 0 of 2)" in text
+
+
+def test_softmax_with_a_recipe_holds_the_recipe_fixed_and_the_cosine_recipe_is_compared_with_it(tmp_path):
+    runs = study.grid(("fer2013", "rafdb"), (0,), 45, names=["softmax", "distill"], combine=[["softmax", "distill"]])
+    assert [run.name for run in runs] == ["fer2013/softmax-keras/seed0", "fer2013/softmax-keras-distill/seed0",
+                                          "fer2013/cosine_distance-s10-m0.35-distill/seed0", "rafdb/softmax-keras/seed0"]
+    cfg = ablation.run_config(yaml.safe_load(BASE.read_text()), runs[1], 45, tmp_path)
+    assert (cfg.loss.name, cfg.model.head, cfg.train.teacher) == ("softmax", "keras", ["fer2013"])
+    accuracy = {"softmax-keras": 0.60, "softmax-keras-distill": 0.66, "cosine_distance-s10-m0.35-distill": 0.64}
+    rows = [fake_row(run, accuracy[run.variant], epochs=45) for run in runs[:3]]
+    text = study.recipe_markdown([], {45: rows}, "runs/recipe")
+    assert "| FER2013 | mini_xception | softmax+distill | 45 | 0 | 66.00 |" in text
+    assert "- FER2013, mini_xception, 45 epochs, cosine-distance distill against softmax: accuracy 64.00 % against " \
+           "60.00 %: +4.00 pp" in text
+    assert "- FER2013, mini_xception, 45 epochs, cosine-distance distill against softmax+distill: accuracy 64.00 % " \
+           "against 66.00 %: -2.00 pp" in text
+    assert "cosine-distance softmax" not in text, "a softmax run is a reference, never a cosine-distance recipe"
+    with pytest.raises(ValueError, match="name the options"):
+        study.grid(("fer2013",), (0,), 45, names=[], combine=[["softmax"]])
 
 
 def test_a_stronger_model_runs_table3s_linear_softmax_and_is_compared_only_with_itself(tmp_path):
