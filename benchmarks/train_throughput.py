@@ -22,7 +22,7 @@ import torch
 import torch.multiprocessing as mp
 
 from fer import distributed
-from fer.device import autocast, check_precision, grad_scaler, resolve_device
+from fer.device import autocast, check_precision, grad_scaler, hardware_summary, resolve_device
 from fer.losses import CosineDistanceLoss
 from fer.models import create_model
 
@@ -110,8 +110,8 @@ def main() -> None:
     device = resolve_device(args.device, key="--device")
     for precision in args.precisions:
         check_precision(precision, device, key="--precisions")
-    gpu = f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""
-    print(f"torch {torch.__version__}, {cores} cores{gpu}, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}, "
+    print(f"torch {torch.__version__}, {cores} cores, {hardware_summary(device)}, "
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}, "
           f"GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT', 'unset')}")
     print("model            batch  channels_last  threads  device  precision  images/s")
     for name in args.models:

@@ -97,7 +97,7 @@ class TrainConfig:
     # Hardware (fer/device.py, fer/distributed.py). Under torchrun, batch_size is the GLOBAL batch: each of the N ranks
     # takes a disjoint batch_size / N slice of every batch of the one-process order.
     device: str = "auto"  # auto (CUDA when present) | cpu | cuda
-    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; losses stay fp32; fp16 adds a GradScaler; CUDA only)
+    precision: str = "fp32"  # auto (bf16 where native, else fp32) | fp32 | bf16 | fp16 (autocast; losses stay fp32; fp16: CUDA + GradScaler)
     sync_batchnorm: bool = False  # SyncBatchNorm across ranks (CUDA/NCCL only); off: each rank normalises its slice
 
 
@@ -123,7 +123,7 @@ CHOICES = {
     "loss.class_margins": ("none", "ldam"),
     "data.channels": (1, 3),
     "train.device": ("auto", "cpu", "cuda"),
-    "train.precision": ("fp32", "bf16", "fp16"),
+    "train.precision": ("auto", "fp32", "bf16", "fp16"),
 }
 # Inclusive bounds: the sizes the models are tested at (tests/test_models.py); 40 px leaves a 3x3 map after the stages.
 BOUNDS = {"data.image_size": (40, 112)}

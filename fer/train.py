@@ -25,7 +25,7 @@ from fer.config import Config, ConfigError, config_to_dict, save_config
 from fer.data.loader import TrainBatches, class_balanced_weights, eval_batches
 from fer.data.splits import load_train_val, write_data_manifest
 from fer.data.transforms import build_augmentation
-from fer.device import autocast, check_precision, cpu_state, grad_scaler, to_device
+from fer.device import autocast, cpu_state, grad_scaler, resolve_precision, to_device
 from fer.warmstart import warm_start
 
 log = logging.getLogger(__name__)
@@ -191,7 +191,7 @@ def train(cfg: Config, data_root=None, resume: bool = False, progress: bool = Tr
 
 def run_training(cfg: Config, device: torch.device, data_root, resume: bool, progress: bool) -> dict:
     t = cfg.train
-    check_precision(t.precision, device)
+    precision = resolve_precision(t.precision, device)  # 'auto' -> bf16 where the hardware has it, else fp32
     if t.threads:
         torch.set_num_threads(t.threads)
     seed_everything(t.seed)
@@ -232,7 +232,7 @@ def run_training(cfg: Config, device: torch.device, data_root, resume: bool, pro
     ema = recipe.make_ema(model, t.ema_decay)  # validation, best.pt and export use the EMA copy when on
     teacher = recipe.Teacher(t.teacher, train_faces.class_names, cfg.data.image_size, cfg.data.channels) if t.teacher else None
     optimizer = make_optimizer(cfg, model)
-    scaler = grad_scaler(device, t.precision)  # fp16 only; otherwise a pass-through
+    scaler = grad_scaler(device, precision)  # fp16 only; otherwise a pass-through
     center_optimizer = None
     if cfg.loss.name != "softmax" and cfg.loss.center_update == "autograd":
         weight = None if cfg.loss.name == "cosine_distance" else cfg.loss.lambda_island  # cosine_distance weighs itself
@@ -303,7 +303,7 @@ def run_training(cfg: Config, device: torch.device, data_root, resume: bool, pro
             x, labels_b, lam = recipe.mix_batch(x, labels, cfg.augment, t.seed, epoch, state["batch"])
             if t.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            with autocast(device, t.precision):
+            with autocast(device, precision):
                 embeddings, outputs = forward_both(x)
             loss = objective(embeddings, outputs, labels, labels_b, lam)  # float32 (the losses switch autocast off)
             if teacher is not None:  # student logits as the teacher's: prob_scale * outputs (s * cos, no margin)
