@@ -1,4 +1,4 @@
-"""Where and in which precision to run: resolve `auto | cpu | cuda` and `auto | fp32 | bf16 | fp16`, autocast, batch copies.
+"""Where and in which precision to run: resolve `auto | cpu | cuda` and `auto | fp32 | bf16 | fp16`, autocast, copies.
 
 Bad combinations stop before any work with a ConfigError naming the key and the value. fp32 on the CPU adds nothing
 (no autocast, no scaler), so a CPU run computes exactly what it computed before devices existed.
