@@ -97,7 +97,9 @@ class TrainConfig:
     # Hardware (fer/device.py, fer/distributed.py). Under torchrun, batch_size is the GLOBAL batch: each of the N ranks
     # takes a disjoint batch_size / N slice of every batch of the one-process order.
     device: str = "auto"  # auto (CUDA when present) | cpu | cuda
-    precision: str = "fp32"  # auto (bf16 where native, else fp32) | fp32 | bf16 | fp16 (autocast; losses stay fp32; fp16: CUDA + GradScaler)
+    # auto (bf16 where the hardware has it, else fp32) | fp32 | bf16 | fp16 (autocast; losses stay fp32; fp16: CUDA
+    # only, with a GradScaler)
+    precision: str = "fp32"
     sync_batchnorm: bool = False  # SyncBatchNorm across ranks (CUDA/NCCL only); off: each rank normalises its slice
 
 
