@@ -10,7 +10,8 @@ last.pt. Meant to run in the background:
     python benchmarks/ablate.py --dry-run                  # list the runs and the time they need
     python benchmarks/ablate.py --results-only             # rewrite docs/results.md from the finished runs
     python benchmarks/ablate.py --results-only --copy-records docs/runs/ablation   # copy the run records to commit
-    python benchmarks/ablate.py --results-only --root docs/runs/ablation           # rebuild from committed records
+    python benchmarks/ablate.py --results-only --root docs/runs/ablation --longer-root docs/runs/recipe/curve-45ep
+                                                              # rebuild docs/results.md from committed records
 
 Time per run, one torch thread per run, two runs side by side on 2 cores: mini-Xception ~34 s per FER2013 epoch and
 ~13 s per RAF-DB epoch; resnet_small ~20 s per RAF-DB epoch and ~50 s per FER2013 epoch; plus ~20 s of data reading and evaluation.
@@ -54,6 +55,8 @@ def main(argv=None) -> int:
     p.add_argument("--data-root", help="data root (default: env FER_DATA, else ./data)")
     p.add_argument("--results", default="docs/results.md", help="markdown written after every run")
     p.add_argument("--results-only", action="store_true", help="only rewrite the results markdown")
+    p.add_argument("--longer-root", help="the recipe study's runs at a longer schedule (one curve-<N>ep folder, e.g. "
+                   "docs/runs/recipe/curve-45ep): adds the loss at that length to the results")
     p.add_argument("--copy-records", metavar="DIR",
                    help="after the runs, copy each run's run.json and eval/report.json to DIR (to commit them)")
     p.add_argument("--dry-run", action="store_true", help="list the runs still to do and their estimated time")
@@ -64,7 +67,7 @@ def main(argv=None) -> int:
     if args.results_only:
         if args.copy_records:
             ablation.copy_records(args.root, args.copy_records)
-        ablation.write_results(args.root, args.results)
+        ablation.write_results(args.root, args.results, args.longer_root)
         print(f"wrote {args.results} from {len(ablation.collect(args.root))} finished run(s) under {args.root}")
         return 0
     runs = ablation.grid(args.datasets, args.seeds, args.tables, args.margins, args.scales, args.softmax_heads,
@@ -85,7 +88,7 @@ def main(argv=None) -> int:
                       args.threads, command, args.results)
     if args.copy_records:
         ablation.copy_records(args.root, args.copy_records)
-    ablation.write_results(args.root, args.results)
+    ablation.write_results(args.root, args.results, args.longer_root)
     return 0
 
 

@@ -35,6 +35,19 @@ def test_run_config_changes_only_the_run_fields(tmp_path):
         assert cfg.augment == ablation.config_from_dict(base_raw).augment, "augmentation must be the base config's"
 
 
+def test_run_config_keeps_the_papers_uniform_margin_under_a_base_with_class_margins(tmp_path):
+    import yaml
+
+    base_raw = yaml.safe_load(BASE.read_text())
+    base_raw["loss"]["class_margins"] = "ldam"
+    for run in ablation.grid(("rafdb",), (0,), (3,)):
+        cfg = ablation.run_config(base_raw, run, 7, tmp_path / run.name)
+        check_compatible(cfg)  # softmax with class-aware margins would be refused here
+        assert cfg.loss.class_margins == "none", run.name
+    ldam = ablation.Run("rafdb", "cosine_distance", "cosine", 0, recipe="ldam", options=("loss.class_margins=ldam",))
+    assert ablation.run_config(base_raw, ldam, 7, tmp_path / "ldam").loss.class_margins == "ldam"
+
+
 def fake_row(run, accuracy, settings):
     return {"name": run.name, "run": ablation.dataclasses.asdict(run), "settings": settings, "command": "ablate --test",
             "threads": 2, "accuracy": accuracy, "macro_f1": accuracy - 0.1, "balanced_accuracy": accuracy - 0.05,
@@ -201,6 +214,9 @@ def test_copy_records_keeps_what_the_results_need(tmp_path):
 def test_committed_results_are_rebuilt_from_the_committed_run_records():
     records = REPO_ROOT / "docs" / "runs" / "ablation"
     assert len(ablation.collect(records)) >= 69, "the ablation run records must be committed"
-    expected = ablation.results_markdown(ablation.collect(records), "docs/runs/ablation")
+    longer = ablation.longer_schedule(REPO_ROOT / "docs" / "runs" / "recipe" / "curve-45ep")
+    assert longer, "the 45-epoch loss comparison (recipe study records) belongs in docs/results.md"
+    expected = ablation.results_markdown(ablation.collect(records), "docs/runs/ablation", longer)
     assert (REPO_ROOT / "docs" / "results.md").read_text() == expected, \
-        "docs/results.md is stale: python benchmarks/ablate.py --results-only --root docs/runs/ablation"
+        "docs/results.md is stale: python benchmarks/ablate.py --results-only --root docs/runs/ablation " \
+        "--longer-root docs/runs/recipe/curve-45ep"
