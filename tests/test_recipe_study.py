@@ -158,3 +158,19 @@ def test_committed_commands_can_be_pasted_on_another_machine():
     commands = {row["command"] for row in rows + [row for rows_ in curves.values() for row in rows_]}
     assert commands and not [c for c in commands if "/root/" in c or "/home/" in c]
     assert study._home_as_tilde(f"x --root {Path.home()}/fer-runs/recipe") == "x --root ~/fer-runs/recipe"
+
+
+@pytest.mark.parametrize("dataset", ["fer2013", "rafdb"])
+def test_the_small_resnet_configs_are_the_studys_measured_runs(dataset, tmp_path):
+    """configs/<dataset>_resnet_cosine.yaml trains exactly what the study's 45-epoch ResNet runs trained (seed 0), so
+    the records in docs/runs/recipe/curve-45ep are what the config gives; only bookkeeping keys may differ."""
+    from fer.config import load_config
+
+    run = ablation.Run(dataset, "cosine_distance", "cosine", 0, model="resnet_small")
+    measured = config_to_dict(ablation.run_config(yaml.safe_load(BASE.read_text()), run, 45, tmp_path, threads=1))
+    shipped = config_to_dict(load_config(REPO_ROOT / "configs" / f"{dataset}_resnet_cosine.yaml"))
+    for side in (measured, shipped):
+        for key in ("out_dir", "checkpoint_every"):
+            side["train"].pop(key)
+    assert shipped == measured
+    assert (REPO_ROOT / "docs" / "runs" / "recipe" / "curve-45ep" / run.name / "run.json").is_file()
