@@ -9,8 +9,8 @@ plus that option.
 
 import numpy as np
 
-from fer.ablation import (BALANCED_METRICS, COMPARED_METRICS, DATASET_TITLES, REPORTED, SPLIT_TITLES, _against, _metric,
-                          _model, _row_cells)
+from fer.ablation import (BALANCED_METRICS, COMPARED_METRICS, DATASET_TITLES, DEFAULT_MODEL, REPORTED, SPLIT_TITLES,
+                          _against, _metric, _model, _row_cells)
 
 # Recipe names that change only the loss or its class balance, so plain softmax is their reference
 LOSS_VARIANTS = {"": "uniform margin (the paper's)", "ldam": "class-aware margins (ldam)", "drw": "deferred re-weighting",
@@ -43,11 +43,9 @@ def _state(by_dataset: dict) -> str:
     short = [DATASET_TITLES[d] for d, wins in by_dataset.items() if wins is False]
     if short:
         return f"not met (short on {', '.join(short)})"
-    if missing or unknown:
-        return "not known yet (" + "; ".join(part for part in (
-            f"not measured on {', '.join(missing)}" if missing else "",
-            f"a single seed on {', '.join(unknown)}" if unknown else "") if part) + ")"
-    return "met"
+    reasons = ([f"not measured on {', '.join(missing)}"] if missing else []) + (
+        [f"a single seed on {', '.join(unknown)}"] if unknown else [])
+    return f"not known yet ({'; '.join(reasons)})" if reasons else "met"
 
 
 def longer_schedule_markdown(rows: list[dict], epochs: int, source: str) -> list[str]:
@@ -58,7 +56,7 @@ def longer_schedule_markdown(rows: list[dict], epochs: int, source: str) -> list
     for row in rows:
         r = row["run"]
         cells.setdefault((r["dataset"], _model(row), r.get("recipe", ""), r["loss"]), []).append(row)
-    models = sorted({key[1] for key in cells}, key=lambda model: (model != "mini_xception", model))
+    models = sorted({key[1] for key in cells}, key=lambda model: (model != DEFAULT_MODEL, model))
     lines = [f"## Table 3 at {epochs} epochs: softmax against the cosine-distance variants", "",
              f"The endpoints again at {epochs} epochs, with the recipe study's loss variants (records `{source}`, "
              f"`benchmarks/recipe.py --curve {epochs}`; the full comparison, per-seed pairs and CPU time in "
@@ -77,7 +75,8 @@ def longer_schedule_markdown(rows: list[dict], epochs: int, source: str) -> list
         softmax = cells.get((dataset, model, reference_recipe, "softmax"))
         if not softmax:
             continue
-        ours, label = cells[(dataset, model, recipe, loss)], _label(cells[(dataset, model, recipe, loss)][0])
+        ours = cells[(dataset, model, recipe, loss)]
+        label = _label(ours[0])
         wins = _beats(ours, softmax)
         verdicts.setdefault((model, label), {})[dataset] = wins
         answer = {True: "yes", False: "no", None: "not known (a single seed)"}[wins]
