@@ -23,6 +23,7 @@ import argparse
 import json
 import logging
 import shlex
+import subprocess
 import sys
 from pathlib import Path
 
@@ -31,12 +32,18 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fer import ablation  # noqa: E402
+from fer.checkpoint import WEIGHTS_DIR  # noqa: E402
+from fer.face.model_file import sha256_of  # noqa: E402
 
 BASELINE = "baseline"
 # The loss every cosine-distance recipe must beat: Table 3's softmax endpoint (mini-Xception's Keras head), run by
 # name (--options softmax, --curve-recipe softmax) at the same budget; softmax+distill trains it with an option.
 SOFTMAX = "softmax"
 TEACHERS = {"fer2013": "fer2013"}  # dataset -> shipped teacher (see the module docstring for RAF-DB)
+# The distillation study's teacher is pinned by hash: every distill record learned from `fer2013` as shipped at commit
+# a8ecbbc (2026-12-02). Once a new `fer2013` ships, the runner takes the pinned file out of git history, so a study
+# half done never changes teacher. dataset -> (sha256, commit that shipped it).
+TEACHER_PINS = {"fer2013": ("330f8ae0716902d31d7008af9011eb8c348c1ef2784a321afa12a12d98de3bbd", "a8ecbbc")}
 # Options that only mean something on some datasets: FER2013 is gray at source, so colour would replicate one channel.
 ONLY_ON = {"colour": ("rafdb",), "colour_size100": ("rafdb",), "distill": tuple(TEACHERS)}
 
@@ -78,14 +85,39 @@ def combined(names: list[str], options: dict) -> tuple[str, tuple[str, ...]]:
     return "+".join(names), tuple(o for name in names for o in options[name])
 
 
-def grid(datasets, seeds, epochs: int, names=None, combine=(), model: str = ablation.DEFAULT_MODEL) -> list[ablation.Run]:
+def pinned_teacher(dataset: str, folder: Path, weights_dir: Path = WEIGHTS_DIR, pins: dict = None) -> str:
+    """The train.teacher value of the distillation runs on dataset: the shipped name while its file is the pinned one,
+    else the pinned file, taken out of git history into folder once and checked against its hash."""
+    name, (sha, commit) = TEACHERS[dataset], (pins or TEACHER_PINS)[dataset]
+    shipped = Path(weights_dir) / f"{name}.pt"
+    if shipped.is_file() and sha256_of(shipped) == sha:
+        return name
+    pinned = Path(folder) / f"{name}-{sha[:12]}.pt"
+    if not pinned.is_file():
+        source = f"{commit}:fer/weights/{name}.pt"
+        shown = subprocess.run(["git", "show", source], cwd=Path(__file__).resolve().parents[1], capture_output=True)
+        if shown.returncode != 0:
+            raise ValueError(f"the distillation study's teacher for {dataset} is {name} at sha256 {sha[:12]}... "
+                             f"(commit {commit}) and the shipped {shipped} is another file; git show {source} failed "
+                             f"({shown.stderr.decode().strip()}): put that file at {pinned}")
+        pinned.parent.mkdir(parents=True, exist_ok=True)
+        pinned.write_bytes(shown.stdout)
+    if sha256_of(pinned) != sha:
+        raise ValueError(f"{pinned}: sha256 {sha256_of(pinned)[:12]}..., the distillation study's teacher for {dataset} "
+                         f"is {sha[:12]}... ({name} at commit {commit})")
+    return str(pinned)
+
+
+def grid(datasets, seeds, epochs: int, names=None, combine=(), model: str = ablation.DEFAULT_MODEL,
+         teachers: dict | None = None) -> list[ablation.Run]:
     """Seed-major runs of the base loss (cosine-distance) with each option (names: None = all) and each combination.
 
     model: mini-Xception (the paper's, whose softmax reference keeps the Keras head) or a stronger model, whose softmax
     reference is a linear head on the same embedding (as the loss ablation's Table 3 endpoints). A combination that
     starts with softmax (softmax+distill) trains that reference with the options, so the loss can be compared with the
-    recipe held fixed.
+    recipe held fixed. teachers: dataset -> train.teacher of the distillation runs (default the shipped names).
     """
+    teachers = teachers or TEACHERS
     options = recipe_options(epochs)
     names = list(options) if names is None else list(names)
     missing = [name for name in names if name not in options and name != SOFTMAX]
@@ -103,7 +135,7 @@ def grid(datasets, seeds, epochs: int, names=None, combine=(), model: str = abla
                 for name, overrides in recipes:
                     if dataset not in ONLY_ON.get(name, (dataset,)):
                         continue
-                    overrides = tuple(o.replace("TEACHER", TEACHERS[dataset]) if o.startswith("train.teacher=") else o
+                    overrides = tuple(o.replace("TEACHER", teachers[dataset]) if o.startswith("train.teacher=") else o
                                       for o in overrides)
                     runs.append(ablation.Run(dataset, loss, loss_head, seed, model=model,
                                              recipe="" if name == BASELINE else name, options=overrides))
@@ -334,14 +366,18 @@ def main(argv=None) -> int:
     logging.getLogger("matplotlib").setLevel(logging.WARNING)
     root = Path(args.root)
     if not args.results_only:
+        asked = args.curve_recipe.split("+") if args.curve else args.options or list(recipe_options(args.epochs))
+        teachers = None
+        if "distill" in asked + [name for parts in args.combine for name in parts]:
+            teachers = {dataset: pinned_teacher(dataset, root / "teachers") for dataset in TEACHERS}
         if args.curve:  # one recipe (an option or an a+b combination) at each schedule length
             parts = args.curve_recipe.split("+")
             names, combine = (parts, []) if len(parts) == 1 else ([], [parts])
-            jobs = [(root / f"curve-{n}ep", n, grid(args.datasets, args.seeds, n, names, combine, args.model))
+            jobs = [(root / f"curve-{n}ep", n, grid(args.datasets, args.seeds, n, names, combine, args.model, teachers))
                     for n in args.curve]
         else:
             jobs = [(root / "study", args.epochs, grid(args.datasets, args.seeds, args.epochs, args.options,
-                                                       args.combine, args.model))]
+                                                       args.combine, args.model, teachers))]
         command = _home_as_tilde("python benchmarks/recipe.py "
                                  + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)))
         for folder, epochs, runs in jobs:

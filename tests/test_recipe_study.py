@@ -2,6 +2,7 @@
 
 import dataclasses
 import importlib.util
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -174,3 +175,48 @@ def test_the_small_resnet_configs_are_the_studys_measured_runs(dataset, tmp_path
             side["train"].pop(key)
     assert shipped == measured
     assert (REPO_ROOT / "docs" / "runs" / "recipe" / "curve-45ep" / run.name / "run.json").is_file()
+
+
+def _pins_for(path: Path, commit: str = "a8ecbbc") -> dict:
+    return {"fer2013": (study.sha256_of(path), commit)}
+
+
+def test_the_distillation_teacher_is_the_shipped_name_while_the_shipped_file_is_the_pinned_one(tmp_path):
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    (weights / "fer2013.pt").write_bytes(b"the teacher")
+    pins = _pins_for(weights / "fer2013.pt")
+    assert study.pinned_teacher("fer2013", tmp_path / "teachers", weights, pins) == "fer2013"
+    assert not (tmp_path / "teachers").exists()
+    runs = study.grid(("fer2013",), (0,), 45, names=["distill"], teachers={"fer2013": "/x/teacher.pt"})
+    assert runs[0].options == ("train.teacher=/x/teacher.pt",)
+
+
+def test_a_reshipped_teacher_is_replaced_by_the_pinned_file_from_git_history(tmp_path):
+    sha, commit = study.TEACHER_PINS["fer2013"]
+    try:
+        subprocess.run(["git", "cat-file", "-e", f"{commit}:fer/weights/fer2013.pt"], cwd=REPO_ROOT, check=True,
+                       capture_output=True)
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip(f"this checkout lacks the git history of commit {commit}")
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    (weights / "fer2013.pt").write_bytes(b"a newer fer2013")
+    teacher = study.pinned_teacher("fer2013", tmp_path / "teachers", weights)
+    assert Path(teacher).parent == tmp_path / "teachers" and study.sha256_of(teacher) == sha
+    assert study.pinned_teacher("fer2013", tmp_path / "teachers", weights) == teacher  # taken out once, then reused
+
+
+def test_a_wrong_pinned_file_or_a_missing_commit_is_a_clear_error(tmp_path):
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    (weights / "fer2013.pt").write_bytes(b"a newer fer2013")
+    (tmp_path / "old.pt").write_bytes(b"the old teacher")
+    pins = _pins_for(tmp_path / "old.pt", commit="0000000")
+    with pytest.raises(ValueError, match="git show 0000000:fer/weights/fer2013.pt failed"):
+        study.pinned_teacher("fer2013", tmp_path / "teachers", weights, pins)
+    sha = pins["fer2013"][0]
+    (tmp_path / "teachers").mkdir()
+    (tmp_path / "teachers" / f"fer2013-{sha[:12]}.pt").write_bytes(b"something else")
+    with pytest.raises(ValueError, match=f"fer2013-{sha[:12]}.pt: sha256 .* teacher for fer2013 is {sha[:12]}"):
+        study.pinned_teacher("fer2013", tmp_path / "teachers", weights, pins)
