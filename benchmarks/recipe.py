@@ -85,7 +85,7 @@ def combined(names: list[str], options: dict) -> tuple[str, tuple[str, ...]]:
     return "+".join(names), tuple(o for name in names for o in options[name])
 
 
-def pinned_teacher(dataset: str, folder: Path, weights_dir: Path = WEIGHTS_DIR, pins: dict = None) -> str:
+def pinned_teacher(dataset: str, folder: Path, weights_dir: Path = WEIGHTS_DIR, pins: dict | None = None) -> str:
     """The train.teacher value of the distillation runs on dataset: the shipped name while its file is the pinned one,
     else the pinned file, taken out of git history into folder once and checked against its hash."""
     name, (sha, commit) = TEACHERS[dataset], (pins or TEACHER_PINS)[dataset]
