@@ -50,8 +50,8 @@ KEYS_QUIT = (ord("q"), 27)  # q, Esc
 KEYS_PAUSE = (ord(" "), ord("p"))
 KEY_SNAPSHOT = ord("s")
 FPS_EMA_ALPHA = 0.1  # smoothing of the on-screen frame rate
-# Probability smoothing: on the shared clip with the fer2013 model shipped on 2026-11-26 the top label changes within a track 20.0
-# times per 100 face frames unsmoothed, 12.3 with ema:0.5, 7.4 with ema:0.3 (benchmarks/live_fps.py --smoothing),
+# Probability smoothing: on the shared clip with the fer2013 model shipped on 2026-11-26 the top label changes within a
+# track 20.0 times per 100 face frames unsmoothed, 12.3 with ema:0.5, 7.4 with ema:0.3 (benchmarks/live_fps.py --smoothing),
 # while ema:0.3 still follows a real change within 2 frames (1 - 0.7^2 = 51 % of the new probabilities).
 DEFAULT_SMOOTHING = "ema:0.3"
 
