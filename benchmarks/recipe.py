@@ -102,8 +102,9 @@ def pinned_teacher(dataset: str, folder: Path, weights_dir: Path = WEIGHTS_DIR, 
                              f"({shown.stderr.decode().strip()}): put that file at {pinned}")
         pinned.parent.mkdir(parents=True, exist_ok=True)
         pinned.write_bytes(shown.stdout)
-    if sha256_of(pinned) != sha:
-        raise ValueError(f"{pinned}: sha256 {sha256_of(pinned)[:12]}..., the distillation study's teacher for {dataset} "
+    found = sha256_of(pinned)
+    if found != sha:
+        raise ValueError(f"{pinned}: sha256 {found[:12]}..., the distillation study's teacher for {dataset} "
                          f"is {sha[:12]}... ({name} at commit {commit})")
     return str(pinned)
 
