@@ -54,7 +54,8 @@ class XceptionModule(nn.Module):
         if max(x.shape[-2:]) <= STRIDED_SHORTCUT_MAX_SIDE:
             return self.residual(x)
         conv, bn = self.residual
-        return bn(F.conv2d(x[:, :, ::2, ::2], conv.weight))  # = conv(x): 1x1, stride 2, no padding, no bias
+        # = conv(x): 1x1, stride 2, no padding; the bias is None unless fold_batchnorm merged bn into conv
+        return bn(F.conv2d(x[:, :, ::2, ::2], conv.weight, conv.bias))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.main(x) + self.shortcut(x)
