@@ -12,6 +12,8 @@ from fer.train import train
 from fer.warmstart import lineage, warm_start
 
 TINY = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
+# The warm-start source of the architecture tests: a shipped small ResNet (`default`, as the fine-tune configs use).
+SOURCE = "default"
 RESNET = ["model.name=resnet_small", "train.threads=1", "train.epochs=1", "train.checkpoint_every=100"]
 
 
@@ -21,15 +23,15 @@ def spec_for(classes, **changes):
 
 
 def test_backbone_is_copied_and_classifier_rows_follow_the_class_names():
-    source, _ = load_model("fer2013")
+    source, _ = load_model(SOURCE)
     classes = ["contempt", *reversed(FER2013_CLASSES)]  # a new class first, the shared ones in another order
     spec = spec_for(classes)
     torch.manual_seed(0)
     model = build_model(spec)
     fresh = {k: v.clone() for k, v in model.state_dict().items()}
-    report = warm_start(model, spec, classes, "fer2013")
+    report = warm_start(model, spec, classes, SOURCE)
     assert report["classes_new"] == ["contempt"] and set(report["classes_copied"]) == set(FER2013_CLASSES)
-    assert report["datasets"] == lineage(load_checkpoint("fer2013")) and "fer2013" in report["datasets"]
+    assert report["datasets"] == lineage(load_checkpoint(SOURCE)) and "ferplus" in report["datasets"]
     ours, theirs = model.state_dict(), source.state_dict()
     for key in theirs:
         if not key.startswith("head."):
@@ -53,8 +55,8 @@ def test_lineage_is_the_own_datasets_plus_those_of_the_warm_start():
 ])
 def test_a_different_architecture_is_a_config_error_naming_key_and_file(changes, message):
     spec = spec_for(FER2013_CLASSES, **changes)
-    with pytest.raises(ConfigError, match=f"'train.init': .*fer2013.pt is a different model .*{message}"):
-        warm_start(build_model(spec), spec, list(FER2013_CLASSES), "fer2013")
+    with pytest.raises(ConfigError, match=f"'train.init': .*{SOURCE}.pt is a different model .*{message}"):
+        warm_start(build_model(spec), spec, list(FER2013_CLASSES), SOURCE)
 
 
 def test_a_gray_model_starts_a_colour_one_with_the_same_response_on_real_colour_faces(data_root):
@@ -70,10 +72,10 @@ def test_a_gray_model_starts_a_colour_one_with_the_same_response_on_real_colour_
     faces = read_split(DataConfig(dataset="rafdb", channels=3, max_per_class=3), "train", data_root)
     colour = faces.images[:16]
     gray = np.stack([cv2.cvtColor(face, cv2.COLOR_BGR2GRAY) for face in colour])
-    source, _ = load_model("fer2013")
+    source, _ = load_model(SOURCE)
     spec = spec_for(FER2013_CLASSES, channels=3)
     model = build_model(spec).eval()
-    warm_start(model, spec, list(FER2013_CLASSES), "fer2013")
+    warm_start(model, spec, list(FER2013_CLASSES), SOURCE)
     with torch.no_grad():
         want, got = source(to_tensor(gray)), model(to_tensor(colour))
     assert (want.argmax(1) == got.argmax(1)).float().mean() >= 0.9 and (want - got).abs().mean() < 0.01
@@ -87,13 +89,14 @@ def test_no_shared_class_is_a_config_error():
     classes = ["pos", "neg"]
     spec = spec_for(classes)
     with pytest.raises(ConfigError, match="'train.init': .* none of this run's classes"):
-        warm_start(build_model(spec), spec, classes, "fer2013")
+        warm_start(build_model(spec), spec, classes, SOURCE)
 
 
 def test_a_warm_started_run_begins_where_the_checkpoint_is_and_records_it(tmp_path, data_root):
     """On real FER2013 faces, one short epoch at a tiny learning rate: from the shipped model the validation accuracy is
     the shipped model's level, from a random init it is chance; best.pt, last.pt and the export name the source."""
-    settings = [*RESNET, "data.max_per_class=30", "train.lr=0.00001"]
+    architecture = load_checkpoint("fer2013")["model_spec"]["name"]  # the run takes the shipped model's architecture
+    settings = [*RESNET, f"model.name={architecture}", "data.max_per_class=30", "train.lr=0.00001"]
     runs = {name: train(load_config(TINY, [f"train.out_dir={tmp_path / name}", *settings, *extra]),
                         data_root=data_root, progress=False)
             for name, extra in [("scratch", []), ("warm", ["train.init=fer2013"])]}
