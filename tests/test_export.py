@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from fer.backends import OnnxRuntimeClassifier, OpenCVClassifier, load_classifier
-from fer.checkpoint import model_spec, shipped_models
+from fer.checkpoint import load_checkpoint, model_spec, shipped_models
 from fer.data.transforms import to_tensor
 from fer.export import export_onnx, export_triton, onnx_bytes, read_onnx
 from fer.inference import Classifier
@@ -59,7 +59,7 @@ def test_graph_names_shapes_and_metadata(tmp_path):
     assert metadata["fer.class_names"] == list(FER2013_CLASSES)
     assert metadata["fer.input"] == {"size": 48, "channels": 1, "colour_order": "gray", "layout": "NCHW",
                                      "dtype": "float32", "normalisation": "x / 255 * 2 - 1"}
-    assert metadata["fer.model_spec"]["name"] == "resnet_small"
+    assert metadata["fer.model_spec"] == load_checkpoint("fer2013")["model_spec"]
 
 
 @pytest.mark.parametrize("head", ["keras", "linear", "cosine"])
