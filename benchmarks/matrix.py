@@ -79,7 +79,7 @@ def model_card(model: str, threads: int = 1, repeats: int = 50) -> dict:
     """What the checkpoint says about its training, plus parameters, file size and measured speed."""
     import torch
 
-    from fer.checkpoint import load_model, resolve_checkpoint
+    from fer.checkpoint import build_model, resolve_checkpoint
     from fer.evaluate import sha256_file
     from fer.inference import Classifier
 
@@ -94,7 +94,8 @@ def model_card(model: str, threads: int = 1, repeats: int = 50) -> dict:
     per_s = 64 / timed(lambda: classifier.predict(faces), max(3, repeats // 5))
     return {
         "model": model, "sha256": sha256_file(path), "file_bytes": path.stat().st_size,
-        "parameters": int(sum(p.numel() for p in load_model(model)[0].parameters())),  # as trained (the Classifier folds BN)
+        # as trained: the Classifier's copy has its batch norms folded (fewer parameters)
+        "parameters": int(sum(p.numel() for p in build_model(checkpoint["model_spec"]).parameters())),
         "class_names": list(checkpoint["class_names"]), "model_spec": checkpoint["model_spec"],
         "data": config.get("data", {}), "augment": config.get("augment", {}), "loss": config.get("loss", {}),
         "train": {k: v for k, v in config.get("train", {}).items() if k in ("epochs", "batch_size", "optimizer", "lr",

@@ -7,6 +7,7 @@ import tempfile
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 
 from fer.labels import FER2013_CLASSES, RAFDB_LABELS
@@ -33,6 +34,17 @@ def data_root() -> Path:
 def shared() -> Path:
     assert SHARED.is_dir(), f"shared folder not found at {SHARED}; set FER_SHARED"
     return SHARED
+
+
+@pytest.fixture(scope="session")
+def real_faces() -> np.ndarray:
+    """8 FER2013 PublicTest/PrivateTest faces per class (48 x 48 gray crops, FER2013's own alignment): (56, 48, 48)."""
+    folder = DATA / "fer2013" / "test"
+    assert folder.is_dir(), f"FER2013 test images not found at {folder}; set FER_DATA"
+    paths = [p for name in sorted(p.name for p in folder.iterdir()) for p in sorted((folder / name).glob("*.jpg"))[:8]]
+    faces = np.stack([cv2.imread(str(p), cv2.IMREAD_GRAYSCALE) for p in paths])
+    assert faces.shape == (56, 48, 48) and faces.dtype == np.uint8, faces.shape
+    return faces
 
 
 @pytest.fixture(scope="session", autouse=True)

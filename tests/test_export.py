@@ -17,20 +17,8 @@ from fer.inference import Classifier
 from fer.labels import FER2013_CLASSES
 from fer.models import create_model
 
-from conftest import DATA
 
 PARITY = 1e-4  # the issue's bound on max |p_onnx - p_torch|
-
-
-@pytest.fixture(scope="module")
-def real_faces() -> np.ndarray:
-    """8 FER2013 PublicTest/PrivateTest faces per class (48 x 48 gray crops, FER2013's own alignment): (56, 48, 48)."""
-    folder = DATA / "fer2013" / "test"
-    assert folder.is_dir(), f"FER2013 test images not found at {folder}; set FER_DATA"
-    paths = [p for name in sorted(p.name for p in folder.iterdir()) for p in sorted((folder / name).glob("*.jpg"))[:8]]
-    faces = np.stack([cv2.imread(str(p), cv2.IMREAD_GRAYSCALE) for p in paths])
-    assert faces.shape == (56, 48, 48) and faces.dtype == np.uint8, faces.shape
-    return faces
 
 
 @pytest.mark.parametrize("name", shipped_models())

@@ -110,27 +110,26 @@ def test_mini_xception_subsampled_shortcut_equals_the_strided_convolution():
         assert torch.allclose(module.shortcut(x), module.residual(x), atol=1e-6), side
 
 
-def real_faces(data_root, size: int, channels: int, n: int = 32) -> torch.Tensor:
-    """n FER2013 test faces resized to size (gray, or the gray face as BGR), scaled as to_tensor does: (n, C, S, S)."""
+def resized(faces, size: int, channels: int) -> torch.Tensor:
+    """uint8 gray faces (N, 48, 48) resized to size (gray, or the gray face as BGR), scaled as to_tensor does: (N, C, S, S)."""
     import cv2
 
     from fer.data.transforms import to_tensor
 
-    paths = sorted((data_root / "fer2013" / "test").rglob("*.jpg"))[::97][:n]
-    faces = [cv2.resize(cv2.imread(str(p), cv2.IMREAD_GRAYSCALE), (size, size)) for p in paths]
+    faces = [cv2.resize(face, (size, size)) for face in faces]
     if channels == 3:
-        faces = [cv2.cvtColor(f, cv2.COLOR_GRAY2BGR) for f in faces]
+        faces = [cv2.cvtColor(face, cv2.COLOR_GRAY2BGR) for face in faces]
     return to_tensor(np.stack(faces))
 
 
 @pytest.mark.parametrize("name, size, channels", [("mini_xception", 48, 1), ("mini_xception", 100, 3),
                                                   ("resnet_small", 64, 1), ("resnet_medium", 48, 3)])
-def test_folding_batch_norm_keeps_the_outputs_and_removes_every_batch_norm(data_root, name, size, channels):
+def test_folding_batch_norm_keeps_the_outputs_and_removes_every_batch_norm(real_faces, name, size, channels):
     from fer.models.fold import fold_batchnorm
 
     torch.manual_seed(0)
     model = create_model(name, 7, head="cosine", in_channels=channels)
-    x = real_faces(data_root, size, channels)
+    x = resized(real_faces, size, channels)
     with torch.no_grad():
         model.train()
         for _ in range(3):  # forward passes in train mode give the BN layers non-trivial running statistics
@@ -145,13 +144,13 @@ def test_folding_batch_norm_keeps_the_outputs_and_removes_every_batch_norm(data_
         assert torch.allclose(e, g, atol=1e-4, rtol=1e-4), (e - g).abs().max()
 
 
-def test_the_torch_classifier_gives_the_unfolded_probabilities_of_the_shipped_default(data_root):
+def test_the_torch_classifier_gives_the_unfolded_probabilities_of_the_shipped_default(real_faces):
     from fer.checkpoint import load_model
     from fer.inference import Classifier
 
     classifier = Classifier.load()
     model, checkpoint = load_model(None)
-    x = real_faces(data_root, classifier.input_size, classifier.channels)
+    x = resized(real_faces, classifier.input_size, classifier.channels)
     with torch.no_grad():
         expected = torch.softmax(model.forward_both(x)[1] * checkpoint["model_spec"]["prob_scale"], dim=1)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in classifier.model.modules())
