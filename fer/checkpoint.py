@@ -77,9 +77,10 @@ def build_model(spec: dict) -> nn.Module:
                         in_channels=input_shape(spec)[1])
 
 
-def _read(path: Path) -> dict:
-    """torch.load(weights_only=True) with its failures said in one line. torch's own messages run to pages and advise
-    weights_only=False, which would run whatever code the file carries: never repeat that advice."""
+def read_checkpoint(path: Path) -> dict:
+    """torch.load(weights_only=True) with its failures said in one line (a ValueError naming the file). torch's own
+    messages run to pages and advise weights_only=False, which would run whatever code the file carries: never repeat
+    that advice."""
     if path.suffix == ".onnx":
         raise ValueError(f"{path}: an ONNX model, not a torch checkpoint; run it with --backend onnxruntime or opencv")
     try:
@@ -103,7 +104,7 @@ def _read(path: Path) -> dict:
 
 def load_checkpoint(name_or_path: str | Path | None) -> dict:
     path = resolve_checkpoint(name_or_path)
-    checkpoint = _read(path)
+    checkpoint = read_checkpoint(path)
     if not isinstance(checkpoint, dict):
         raise ValueError(f"{path}: not a fer checkpoint (holds a {type(checkpoint).__name__}, not a dict)")
     missing = {"model_spec", "class_names", "state_dict"} - set(checkpoint)

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from fer import distributed, losses, recipe
-from fer.checkpoint import atomic_save, build_model, model_spec
+from fer.checkpoint import atomic_save, build_model, model_spec, read_checkpoint
 from fer.config import Config, ConfigError, config_to_dict, save_config
 from fer.data.loader import TrainBatches, class_balanced_weights, eval_batches
 from fer.data.splits import load_train_val, write_data_manifest
@@ -178,6 +178,22 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+RESUME_ADVICE = "move it away to train from the start, or point train.out_dir at a run with a readable last.pt"
+
+
+def read_last(path: Path) -> dict:
+    """The run state in last.pt, or one line saying which file cannot be resumed and what to do; the file stays as it was."""
+    if not path.is_file():
+        raise FileNotFoundError(f"--resume: no checkpoint to resume from at {path}")
+    try:
+        saved = read_checkpoint(path)
+    except ValueError as error:
+        raise ValueError(f"--resume: {error}; {RESUME_ADVICE}") from None
+    if not isinstance(saved, dict) or "train_state" not in saved:
+        raise ValueError(f"--resume: {path}: not a resumable last.pt (no train_state); {RESUME_ADVICE}")
+    return saved
+
+
 def train(cfg: Config, data_root=None, resume: bool = False, progress: bool = True) -> dict:
     """Train under cfg; returns {'best': path, 'last': path, 'best_val_acc': float, 'epochs': int, 'seconds': float,
     'model': the trained nn.Module, 'objective': its Objective}. Under torchrun every rank calls this; rank 0 writes."""
@@ -243,9 +259,7 @@ def run_training(cfg: Config, device: torch.device, data_root, resume: bool, pro
     state = {"epoch": 0, "batch": 0, "step": 0, "best_val_acc": -1.0, "bad_epochs": 0, "history": [], "seconds": 0.0}
     last_path, best_path = out / "last.pt", out / "best.pt"
     if resume:
-        if not last_path.is_file():
-            raise FileNotFoundError(f"--resume: no checkpoint to resume from at {last_path}")
-        saved = torch.load(last_path, map_location="cpu", weights_only=True)
+        saved = read_last(last_path)
         model.load_state_dict(saved["train_state_dict" if ema is not None else "state_dict"])
         if ema is not None:
             ema.load_state_dict(saved["ema"])

@@ -105,6 +105,24 @@ def test_resume_without_checkpoint_is_an_error(tmp_path, data_root):
         train(tiny(tmp_path), data_root=data_root, resume=True, progress=False)
 
 
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+def test_resume_from_a_damaged_last_pt_is_one_line_and_leaves_the_file(trained, tmp_path, data_root, damage):
+    cfg, result = trained
+    whole = Path(result["last"]).read_bytes()
+    damaged = whole[: len(whole) // 2] if damage == "truncated" else np.random.default_rng(0).bytes(4096)
+    last = tmp_path / "last.pt"
+    last.write_bytes(damaged)
+    process = run_cli("train", "--config", str(TINY), "--set", f"train.out_dir={tmp_path}", "--set", "train.threads=1",
+                      "--set", "data.max_per_class=30", "--resume", "--no-eval", "--data-root", str(data_root))
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 2, output
+    errors = [line for line in output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in output and "weights_only" not in output, output
+    assert str(last) in errors[0] and "--resume" in errors[0] and "move it away" in errors[0], errors[0]
+    assert output.rstrip().endswith(errors[0]), "the error is the last thing said"
+    assert last.read_bytes() == damaged, "the damaged file is left as it was"
+
+
 def test_incompatible_head_and_loss(tmp_path, data_root):
     with pytest.raises(ConfigError, match="'model.head' must be 'cosine'"):
         train(tiny(tmp_path, "model.head=keras"), data_root=data_root, progress=False)
