@@ -1,8 +1,10 @@
 """train(cfg): the one place optimisers and schedulers live.
 
-Top to bottom: data -> model -> loss -> optimiser/schedule -> epochs (progress bar, validation, metrics.csv, curves.png,
-best.pt by validation accuracy, early stopping). last.pt is written atomically every `train.checkpoint_every` steps and at
-each epoch end; resume=True continues from it and ends where a straight run with the same seed ends.
+run_training reads top to bottom: build_run (data -> model -> loss -> optimiser/schedule), then per epoch
+train_one_epoch (progress bar, optimiser steps) and end_of_epoch (validation, metrics.csv, curves.png, best.pt by
+validation accuracy, early stopping). last.pt is written atomically every `train.checkpoint_every` steps and at
+each epoch end; resume=True continues from it and ends where a straight run with the same seed ends. What last.pt
+carries is one table in fer/run_state.py, saved and restored the same way.
 Recipe options (EMA, mixup/cutmix, distillation: fer/recipe.py; margins and re-weighting: fer/losses.py) are off by default.
 Device, precision and data-parallel training (torchrun) are a few calls into fer/device.py and fer/distributed.py.
 """
@@ -12,20 +14,24 @@ import logging
 import math
 import random
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from fer import distributed, losses, recipe
-from fer.checkpoint import atomic_save, build_model, model_spec, read_checkpoint
+from fer.checkpoint import atomic_save, build_model, model_spec
 from fer.config import Config, ConfigError, config_to_dict, save_config
 from fer.data.loader import TrainBatches, class_balanced_weights, eval_batches
+from fer.data.readers import FaceSet
 from fer.data.splits import load_train_val, write_data_manifest
 from fer.data.transforms import build_augmentation
 from fer.device import autocast, cpu_state, grad_scaler, resolve_precision, to_device
+from fer.objective import Objective
+from fer.run_state import RunState
 from fer.warmstart import warm_start
 
 log = logging.getLogger(__name__)
@@ -51,48 +57,6 @@ def check_compatible(cfg: Config) -> None:
         raise ConfigError(f"'train.warmup_epochs' {cfg.train.warmup_epochs} must be < 'train.epochs' {cfg.train.epochs}")
     if cfg.model.name == "mini_xception" and cfg.model.width != 1:
         raise ConfigError(f"'model.width': mini_xception has a fixed width, got {cfg.model.width}")
-
-
-class Objective(torch.nn.Module):
-    """Loss of a batch from (embeddings, outputs, labels); owns the center state of center/island/cosine_distance."""
-
-    def __init__(self, cfg, num_classes: int, embedding_dim: int, class_weights: torch.Tensor | None, class_counts=None):
-        super().__init__()
-        c = cfg.loss
-        self.name, self.weight, self.label_smoothing = c.name, c.lambda_island, c.label_smoothing
-        self.register_buffer("class_weights", class_weights)
-        self.register_buffer("rebalance_weights", None, persistent=False)  # deferred re-weighting, set per epoch
-        margin = losses.ldam_margins(class_counts, c.margin) if c.class_margins == "ldam" else c.margin
-        common = dict(alpha=c.alpha, update=c.center_update)
-        if c.name == "center":
-            self.centers = losses.CenterLoss(num_classes, embedding_dim, **common)
-        elif c.name == "island":
-            self.centers = losses.IslandLoss(num_classes, embedding_dim, lambda1=c.lambda1, **common)
-        elif c.name == "cosine_distance":
-            self.centers = losses.CosineDistanceLoss(num_classes, embedding_dim, scale=c.scale, margin=margin,
-                                                     lambda_island=c.lambda_island, lambda1=c.lambda1, intra=c.intra,
-                                                     label_smoothing=c.label_smoothing, class_weights=class_weights,
-                                                     **common)
-
-    def rebalance(self, weights: torch.Tensor | None) -> None:
-        """Deferred re-balancing: per-class weights of the classification part from its epoch on (None before)."""
-        self.rebalance_weights = weights  # made on the CPU; forward moves them to the outputs' device
-        if self.name == "cosine_distance":
-            self.centers.class_weights = weights
-
-    def forward(self, embeddings, outputs, labels, labels_b=None, lam: float = 1.0):
-        """labels_b, lam: a mixup/cutmix batch (rule: losses.dominant_labels)."""
-        if self.name == "cosine_distance":
-            return self.centers(embeddings, outputs, labels, labels_b, lam)
-        weight = self.class_weights if self.class_weights is not None else self.rebalance_weights
-        weight = weight if weight is None else weight.to(outputs.device)
-        loss = F.cross_entropy(outputs.float(), labels, weight=weight, label_smoothing=self.label_smoothing)
-        if labels_b is not None:
-            loss = lam * loss + (1 - lam) * F.cross_entropy(outputs.float(), labels_b, weight=weight,
-                                                            label_smoothing=self.label_smoothing)
-        if self.name in ("center", "island"):
-            loss = loss + self.weight * self.centers(embeddings, losses.dominant_labels(labels, labels_b, lam))
-        return loss
 
 
 def warmup_factor(step: int, warmup_steps: int, total_steps: int, decay: bool) -> float:
@@ -178,22 +142,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-RESUME_ADVICE = "move it away to train from the start, or point train.out_dir at a run with a readable last.pt"
-
-
-def read_last(path: Path) -> dict:
-    """The run state in last.pt, or one line saying which file cannot be resumed and what to do; the file stays as it was."""
-    if not path.is_file():
-        raise FileNotFoundError(f"--resume: no checkpoint to resume from at {path}")
-    try:
-        saved = read_checkpoint(path)
-    except ValueError as error:
-        raise ValueError(f"--resume: {error}; {RESUME_ADVICE}") from None
-    if not isinstance(saved, dict) or "train_state" not in saved:
-        raise ValueError(f"--resume: {path}: not a resumable last.pt (no train_state); {RESUME_ADVICE}")
-    return saved
-
-
 def train(cfg: Config, data_root=None, resume: bool = False, progress: bool = True) -> dict:
     """Train under cfg; returns {'best': path, 'last': path, 'best_val_acc': float, 'epochs': int, 'seconds': float,
     'model': the trained nn.Module, 'objective': its Objective}. Under torchrun every rank calls this; rank 0 writes."""
@@ -206,6 +154,69 @@ def train(cfg: Config, data_root=None, resume: bool = False, progress: bool = Tr
 
 
 def run_training(cfg: Config, device: torch.device, data_root, resume: bool, progress: bool) -> dict:
+    t = cfg.train
+    run = build_run(cfg, device, data_root)
+    if resume:
+        run.state.resume(run.last_path)
+    state = run.state.progress
+    stop = bool((t.max_steps and state["step"] >= t.max_steps)
+                or (t.early_stop_patience and state["bad_epochs"] >= t.early_stop_patience))
+    while run.state.progress["epoch"] < t.epochs and not stop:
+        stop = train_one_epoch(run, progress)
+        if stop and run.state.progress["batch"] < len(run.batches):  # train.max_steps reached mid-epoch
+            if run.ema is not None:
+                recipe.recalibrate_bn(run.ema.module, run.train_faces, t.eval_batch_size, device)
+            write_checkpoint(run, run.last_path)
+            break
+        stop = end_of_epoch(run) or stop
+
+    distributed.broadcast_buffers(run.model)  # a run stopped mid-epoch: every rank returns rank 0's BN statistics
+    state = run.state.progress
+    return {"best": str(run.best_path), "last": str(run.last_path), "best_val_acc": state["best_val_acc"],
+            "epochs": state["epoch"], "steps": state["step"], "seconds": state["seconds"], "model": run.model,
+            "objective": run.objective}
+
+
+@dataclass
+class Run:
+    """The objects of one training run; `state` is what last.pt saves and --resume restores."""
+    cfg: Config
+    device: torch.device
+    precision: str
+    out: Path
+    train_faces: FaceSet
+    val_faces: FaceSet
+    batches: TrainBatches
+    spec: dict
+    model: torch.nn.Module
+    forward_both: Callable  # (x) -> (embeddings, outputs); DDP-wrapped under torchrun
+    objective: Objective
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    state: RunState
+    class_counts: np.ndarray
+    ema: torch.nn.Module | None = None  # validation, best.pt and export use the EMA copy when on
+    teacher: recipe.Teacher | None = None
+    center_optimizer: torch.optim.Optimizer | None = None
+    schedule: object | None = None
+    warm: dict | None = None  # where the weights started (train.init): the run's provenance
+
+    @property
+    def last_path(self) -> Path:
+        return self.out / "last.pt"
+
+    @property
+    def best_path(self) -> Path:
+        return self.out / "best.pt"
+
+    @property
+    def shipped(self) -> torch.nn.Module:
+        """The weights evaluate and export use: the EMA copy when on."""
+        return self.model if self.ema is None else self.ema.module
+
+
+def build_run(cfg: Config, device: torch.device, data_root) -> Run:
+    """Data, model, loss, optimisers and schedule of cfg, in the order that makes a seed reproduce a run."""
     t = cfg.train
     precision = resolve_precision(t.precision, device)  # 'auto' -> bf16 where the hardware has it, else fp32
     if t.threads:
@@ -245,7 +256,7 @@ def run_training(cfg: Config, device: torch.device, data_root, resume: bool, pro
         distributed.broadcast_parameters(objective)  # the centers start equal; DDP does the same for the model
         if cfg.loss.name != "softmax":
             objective.centers.reduce_center_stats = distributed.all_reduce_sum  # delta rule on the global batch
-    ema = recipe.make_ema(model, t.ema_decay)  # validation, best.pt and export use the EMA copy when on
+    ema = recipe.make_ema(model, t.ema_decay)
     teacher = recipe.Teacher(t.teacher, train_faces.class_names, cfg.data.image_size, cfg.data.channels) if t.teacher else None
     optimizer = make_optimizer(cfg, model)
     scaler = grad_scaler(device, precision)  # fp16 only; otherwise a pass-through
@@ -253,148 +264,132 @@ def run_training(cfg: Config, device: torch.device, data_root, resume: bool, pro
     if cfg.loss.name != "softmax" and cfg.loss.center_update == "autograd":
         weight = None if cfg.loss.name == "cosine_distance" else cfg.loss.lambda_island  # cosine_distance weighs itself
         center_optimizer = losses.center_optimizer(objective.centers, cfg.loss.alpha, loss_weight=weight)
-    total_steps = t.epochs * len(batches)
-    schedule = make_schedule(cfg, optimizer, total_steps)
+    schedule = make_schedule(cfg, optimizer, t.epochs * len(batches))
+    state = RunState(model, objective, optimizer, device, ema=ema, center_optimizer=center_optimizer, schedule=schedule,
+                     scaler=scaler)
+    return Run(cfg, device, precision, out, train_faces, val_faces, batches, spec, model, forward_both, objective,
+               optimizer, scaler, state, class_counts, ema, teacher, center_optimizer, schedule, warm)
 
-    state = {"epoch": 0, "batch": 0, "step": 0, "best_val_acc": -1.0, "bad_epochs": 0, "history": [], "seconds": 0.0}
-    last_path, best_path = out / "last.pt", out / "best.pt"
-    if resume:
-        saved = read_last(last_path)
-        model.load_state_dict(saved["train_state_dict" if ema is not None else "state_dict"])
-        if ema is not None:
-            ema.load_state_dict(saved["ema"])
-        objective.load_state_dict(saved["objective"])
-        optimizer.load_state_dict(saved["optimizer"])
-        if center_optimizer is not None:
-            center_optimizer.load_state_dict(saved["center_optimizer"])
-        if schedule is not None:
-            schedule.load_state_dict(saved["schedule"])
-        if saved.get("scaler"):
-            scaler.load_state_dict(saved["scaler"])
-        torch.set_rng_state(saved["torch_rng"])
-        if device.type == "cuda" and "cuda_rng" in saved:
-            torch.cuda.set_rng_state(saved["cuda_rng"], device)
-        state = saved["train_state"]
-        log.info("resumed from %s at epoch %d batch %d (step %d)", last_path, state["epoch"], state["batch"], state["step"])
 
-    def checkpoint(path: Path, metrics: dict | None = None, resumable: bool = True) -> None:
-        if not main:
-            return
-        shipped = model if ema is None else ema.module  # the weights evaluate/export use: the EMA copy when on
-        payload = {"state_dict": cpu_state(shipped.state_dict()), "model_spec": spec,
-                   "class_names": list(train_faces.class_names), "config": config_to_dict(cfg), "metrics": metrics or {}}
-        if warm is not None:
-            payload["warm_start"] = warm  # where the weights started: the run's provenance
-        if teacher is not None:
-            payload["teachers"] = teacher.provenance  # what the weights learned from besides the labels
-        if resumable:
-            payload.update({"objective": cpu_state(objective.state_dict()), "optimizer": cpu_state(optimizer.state_dict()),
-                            "schedule": schedule.state_dict() if schedule is not None else {},
-                            "center_optimizer": center_optimizer.state_dict() if center_optimizer is not None else {},
-                            "torch_rng": torch.get_rng_state(), "train_state": state})
-            if ema is not None:
-                payload.update({"train_state_dict": cpu_state(model.state_dict()), "ema": cpu_state(ema.state_dict())})
-            if scaler.is_enabled():
-                payload["scaler"] = scaler.state_dict()
-            if device.type == "cuda":
-                payload["cuda_rng"] = torch.cuda.get_rng_state(device)
-        atomic_save(payload, path)
-
-    stop = bool((t.max_steps and state["step"] >= t.max_steps)
-                or (t.early_stop_patience and state["bad_epochs"] >= t.early_stop_patience))
-    while state["epoch"] < t.epochs and not stop:
-        epoch, started = state["epoch"], time.perf_counter()
-        model.train()
-        objective.train()
-        totals = state.setdefault("epoch_totals", {"loss": 0.0, "correct": 0, "seen": 0})
-        if t.defer_rebalance_epoch:
-            objective.rebalance(losses.deferred_class_weights(class_counts, epoch, t.defer_rebalance_epoch))
-        first_batch, epoch_started = state["batch"], time.perf_counter()
-        bar = tqdm(batches.epoch(epoch, state["batch"]), total=len(batches), initial=state["batch"],
-                   desc=f"epoch {epoch + 1}/{t.epochs}", disable=not (progress and main), leave=False)
-        for x, labels in bar:
-            x, labels = to_device(x, device), to_device(labels, device)
-            x, labels_b, lam = recipe.mix_batch(x, labels, cfg.augment, t.seed, epoch, state["batch"])
-            if t.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with autocast(device, precision):
-                embeddings, outputs = forward_both(x)
-            loss = objective(embeddings, outputs, labels, labels_b, lam)  # float32 (the losses switch autocast off)
-            if teacher is not None:  # student logits as the teacher's: prob_scale * outputs (s * cos, no margin)
-                student_logits = outputs * spec["prob_scale"]
-                loss = loss + t.distill_weight * recipe.distillation_loss(
-                    student_logits, teacher.probs(x, t.distill_temperature), t.distill_temperature)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch + 1}, step {state['step']}; lower train.lr")
-            optimizer.zero_grad(set_to_none=True)
-            if center_optimizer is not None:
-                center_optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            if center_optimizer is not None:
-                distributed.average_gradients(objective.parameters())  # the centers live outside DDP
-                scaler.step(center_optimizer)
-            scaler.update()
-            if ema is not None:
-                ema.update_parameters(model)
-            if schedule is not None and t.schedule != "plateau":
-                schedule.step()
-            state["step"] += 1
-            state["batch"] += 1
-            loss_sum, correct, seen = distributed.sum_over_ranks(loss.item() * len(labels),
-                                                                 (outputs.argmax(1) == labels).sum().item(), len(labels))
-            totals["loss"] += loss_sum
-            totals["correct"] += correct
-            totals["seen"] += seen
-            images_per_s = (state["batch"] - first_batch) * t.batch_size / max(time.perf_counter() - epoch_started, 1e-9)
-            bar.set_postfix(loss=f"{totals['loss'] / totals['seen']:.3f}", acc=f"{totals['correct'] / totals['seen']:.3f}",
-                            img_s=f"{images_per_s:.0f}")
-            if t.max_steps and state["step"] >= t.max_steps:
-                stop = True
-                break
-            if state["step"] % t.checkpoint_every == 0:
-                state["seconds"] += time.perf_counter() - started
-                started = time.perf_counter()
-                checkpoint(last_path)
-        bar.close()
-        state["seconds"] += time.perf_counter() - started
-        if stop and state["batch"] < len(batches):
-            if ema is not None:
-                recipe.recalibrate_bn(ema.module, train_faces, t.eval_batch_size, device)
-            checkpoint(last_path)
-            break
-
-        distributed.broadcast_buffers(model)  # BN running statistics: rank 0's, as DDP's next forward would
-        if ema is not None:  # BN statistics of the averaged weights themselves (recipe.recalibrate_bn says why)
-            recipe.recalibrate_bn(ema.module, train_faces, t.eval_batch_size, device)
-            distributed.broadcast_buffers(ema.module)  # bit-identical on every rank
-        distributed.check_in_sync(model=model, objective=objective)
-        metrics = validate(model if ema is None else ema.module, val_faces, t.eval_batch_size, t.channels_last, device)
-        row = {"epoch": epoch + 1, "step": state["step"], "train_loss": totals["loss"] / max(totals["seen"], 1),
-               "train_acc": totals["correct"] / max(totals["seen"], 1), **metrics,
-               "lr": optimizer.param_groups[0]["lr"], "seconds": round(state["seconds"], 1)}
-        state["history"].append(row)
-        log.info("epoch %d: train loss %.4f acc %.4f, val acc %.4f (balanced %.4f), %.0f s", row["epoch"], row["train_loss"],
-                 row["train_acc"], row["val_acc"], row["val_balanced_acc"], row["seconds"])
-        if schedule is not None and t.schedule == "plateau":
-            schedule.step(metrics["val_acc"])
-        if metrics["val_acc"] > state["best_val_acc"]:
-            state["best_val_acc"], state["bad_epochs"] = metrics["val_acc"], 0
-            checkpoint(best_path, row, resumable=False)
-        else:
-            state["bad_epochs"] += 1
-        state.update(epoch=epoch + 1, batch=0, epoch_totals={"loss": 0.0, "correct": 0, "seen": 0})
-        if t.early_stop_patience and state["bad_epochs"] >= t.early_stop_patience:
-            log.info("early stop: no validation improvement for %d epochs", state["bad_epochs"])
+def train_one_epoch(run: Run, progress: bool = True) -> bool:
+    """The batches of the current epoch from where run.state.progress stands (mid-epoch after a resume); last.pt every
+    train.checkpoint_every steps. Returns True when train.max_steps is reached."""
+    cfg, t, device, state = run.cfg, run.cfg.train, run.device, run.state.progress
+    epoch, started = state["epoch"], time.perf_counter()
+    run.model.train()
+    run.objective.train()
+    totals = state.setdefault("epoch_totals", {"loss": 0.0, "correct": 0, "seen": 0})
+    if t.defer_rebalance_epoch:
+        run.objective.rebalance(losses.deferred_class_weights(run.class_counts, epoch, t.defer_rebalance_epoch))
+    first_batch, epoch_started = state["batch"], time.perf_counter()
+    main = distributed.is_main_process()
+    bar = tqdm(run.batches.epoch(epoch, state["batch"]), total=len(run.batches), initial=state["batch"],
+               desc=f"epoch {epoch + 1}/{t.epochs}", disable=not (progress and main), leave=False)
+    stop = False
+    for x, labels in bar:
+        x, labels = to_device(x, device), to_device(labels, device)
+        x, labels_b, lam = recipe.mix_batch(x, labels, cfg.augment, t.seed, epoch, state["batch"])
+        if t.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(device, run.precision):
+            embeddings, outputs = run.forward_both(x)
+        loss = run.objective(embeddings, outputs, labels, labels_b, lam)  # float32 (the losses switch autocast off)
+        if run.teacher is not None:  # student logits as the teacher's: prob_scale * outputs (s * cos, no margin)
+            student_logits = outputs * run.spec["prob_scale"]
+            loss = loss + t.distill_weight * recipe.distillation_loss(
+                student_logits, run.teacher.probs(x, t.distill_temperature), t.distill_temperature)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch + 1}, step {state['step']}; lower train.lr")
+        optimizer_step(run, loss)
+        state["step"] += 1
+        state["batch"] += 1
+        loss_sum, correct, seen = distributed.sum_over_ranks(loss.item() * len(labels),
+                                                             (outputs.argmax(1) == labels).sum().item(), len(labels))
+        totals["loss"] += loss_sum
+        totals["correct"] += correct
+        totals["seen"] += seen
+        images_per_s = (state["batch"] - first_batch) * t.batch_size / max(time.perf_counter() - epoch_started, 1e-9)
+        bar.set_postfix(loss=f"{totals['loss'] / totals['seen']:.3f}", acc=f"{totals['correct'] / totals['seen']:.3f}",
+                        img_s=f"{images_per_s:.0f}")
+        if t.max_steps and state["step"] >= t.max_steps:
             stop = True
-        checkpoint(last_path)
-        if main:
-            write_history(state["history"], out)
+            break
+        if state["step"] % t.checkpoint_every == 0:
+            state["seconds"] += time.perf_counter() - started
+            started = time.perf_counter()
+            write_checkpoint(run, run.last_path)
+    bar.close()
+    state["seconds"] += time.perf_counter() - started
+    return stop
 
-    distributed.broadcast_buffers(model)  # a run stopped mid-epoch: every rank returns rank 0's BN statistics
-    return {"best": str(best_path), "last": str(last_path), "best_val_acc": state["best_val_acc"],
-            "epochs": state["epoch"], "steps": state["step"], "seconds": state["seconds"], "model": model,
-            "objective": objective}
+
+def optimizer_step(run: Run, loss: torch.Tensor) -> None:
+    """Backward, the model's and the centers' optimiser steps (through the fp16 loss scaler), EMA, per-step schedule."""
+    optimizer, center_optimizer, scaler = run.optimizer, run.center_optimizer, run.scaler
+    optimizer.zero_grad(set_to_none=True)
+    if center_optimizer is not None:
+        center_optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    if center_optimizer is not None:
+        distributed.average_gradients(run.objective.parameters())  # the centers live outside DDP
+        scaler.step(center_optimizer)
+    scaler.update()
+    if run.ema is not None:
+        run.ema.update_parameters(run.model)
+    if run.schedule is not None and run.cfg.train.schedule != "plateau":
+        run.schedule.step()
+
+
+def end_of_epoch(run: Run) -> bool:
+    """Validation, the metrics row, best.pt on a better validation accuracy, last.pt, metrics.csv and curves.png.
+    Returns True when early stopping ends the run."""
+    t, state = run.cfg.train, run.state.progress
+    epoch, totals = state["epoch"], state["epoch_totals"]
+    distributed.broadcast_buffers(run.model)  # BN running statistics: rank 0's, as DDP's next forward would
+    if run.ema is not None:  # BN statistics of the averaged weights themselves (recipe.recalibrate_bn says why)
+        recipe.recalibrate_bn(run.ema.module, run.train_faces, t.eval_batch_size, run.device)
+        distributed.broadcast_buffers(run.ema.module)  # bit-identical on every rank
+    distributed.check_in_sync(model=run.model, objective=run.objective)
+    metrics = validate(run.shipped, run.val_faces, t.eval_batch_size, t.channels_last, run.device)
+    row = {"epoch": epoch + 1, "step": state["step"], "train_loss": totals["loss"] / max(totals["seen"], 1),
+           "train_acc": totals["correct"] / max(totals["seen"], 1), **metrics,
+           "lr": run.optimizer.param_groups[0]["lr"], "seconds": round(state["seconds"], 1)}
+    state["history"].append(row)
+    log.info("epoch %d: train loss %.4f acc %.4f, val acc %.4f (balanced %.4f), %.0f s", row["epoch"], row["train_loss"],
+             row["train_acc"], row["val_acc"], row["val_balanced_acc"], row["seconds"])
+    if run.schedule is not None and t.schedule == "plateau":
+        run.schedule.step(metrics["val_acc"])
+    if metrics["val_acc"] > state["best_val_acc"]:
+        state["best_val_acc"], state["bad_epochs"] = metrics["val_acc"], 0
+        write_checkpoint(run, run.best_path, row, resumable=False)
+    else:
+        state["bad_epochs"] += 1
+    state.update(epoch=epoch + 1, batch=0, epoch_totals={"loss": 0.0, "correct": 0, "seen": 0})
+    stop = bool(t.early_stop_patience and state["bad_epochs"] >= t.early_stop_patience)
+    if stop:
+        log.info("early stop: no validation improvement for %d epochs", state["bad_epochs"])
+    write_checkpoint(run, run.last_path)
+    if distributed.is_main_process():
+        write_history(state["history"], run.out)
+    return stop
+
+
+def write_checkpoint(run: Run, path: Path, metrics: dict | None = None, resumable: bool = True) -> None:
+    """The shipped weights with what rebuilds and explains them; resumable adds the run state (fer/run_state.py).
+    Rank 0 writes; the other ranks return."""
+    if not distributed.is_main_process():
+        return
+    payload = {"state_dict": cpu_state(run.shipped.state_dict()), "model_spec": run.spec,
+               "class_names": list(run.train_faces.class_names), "config": config_to_dict(run.cfg),
+               "metrics": metrics or {}}
+    if run.warm is not None:
+        payload["warm_start"] = run.warm
+    if run.teacher is not None:
+        payload["teachers"] = run.teacher.provenance  # what the weights learned from besides the labels
+    if resumable:
+        payload.update(run.state.state_dict())
+    atomic_save(payload, path)
 
 
 def write_history(rows: list[dict], out: Path) -> None:
