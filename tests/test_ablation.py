@@ -1,12 +1,14 @@
 """Ablation runner bookkeeping without training: the grid, per-run configs, skipping finished runs, the markdown."""
 
+import dataclasses
 import json
 
 import pytest
 
-from fer import ablation
+from fer.config import config_from_dict
 from fer.data.paths import REPO_ROOT
 from fer.train import check_compatible
+from studies import ablation, common
 
 BASE = REPO_ROOT / "configs" / "fer2013_mini_xception_cosine.yaml"
 
@@ -27,12 +29,12 @@ def test_run_config_changes_only_the_run_fields(tmp_path):
 
     base_raw = yaml.safe_load(BASE.read_text())
     for run in ablation.grid(("rafdb",), (3,), (1, 2, 3)):
-        cfg = ablation.run_config(base_raw, run, 7, tmp_path / run.name, max_per_class=20)
+        cfg = common.run_config(base_raw, run, 7, tmp_path / run.name, max_per_class=20)
         check_compatible(cfg)
         assert (cfg.data.dataset, cfg.loss.name, cfg.model.head, cfg.train.seed) == (run.dataset, run.loss, run.head, 3)
         assert (cfg.loss.scale, cfg.loss.margin, cfg.train.epochs, cfg.data.max_per_class) == (run.scale, run.margin, 7, 20)
         assert cfg.train.out_dir == str(tmp_path / run.name)
-        assert cfg.augment == ablation.config_from_dict(base_raw).augment, "augmentation must be the base config's"
+        assert cfg.augment == config_from_dict(base_raw).augment, "augmentation must be the base config's"
 
 
 def test_run_config_keeps_the_papers_uniform_margin_under_a_base_with_class_margins(tmp_path):
@@ -41,36 +43,36 @@ def test_run_config_keeps_the_papers_uniform_margin_under_a_base_with_class_marg
     base_raw = yaml.safe_load(BASE.read_text())
     base_raw["loss"]["class_margins"] = "ldam"
     for run in ablation.grid(("rafdb",), (0,), (3,)):
-        cfg = ablation.run_config(base_raw, run, 7, tmp_path / run.name)
+        cfg = common.run_config(base_raw, run, 7, tmp_path / run.name)
         check_compatible(cfg)  # softmax with class-aware margins would be refused here
         assert cfg.loss.class_margins == "none", run.name
-    ldam = ablation.Run("rafdb", "cosine_distance", "cosine", 0, recipe="ldam", options=("loss.class_margins=ldam",))
-    assert ablation.run_config(base_raw, ldam, 7, tmp_path / "ldam").loss.class_margins == "ldam"
+    ldam = common.Run("rafdb", "cosine_distance", "cosine", 0, recipe="ldam", options=("loss.class_margins=ldam",))
+    assert common.run_config(base_raw, ldam, 7, tmp_path / "ldam").loss.class_margins == "ldam"
 
 
 def fake_row(run, accuracy, settings):
-    return {"name": run.name, "run": ablation.dataclasses.asdict(run), "settings": settings, "command": "ablate --test",
+    return {"name": run.name, "run": dataclasses.asdict(run), "settings": settings, "command": "ablate --test",
             "threads": 2, "accuracy": accuracy, "macro_f1": accuracy - 0.1, "balanced_accuracy": accuracy - 0.05,
             "cpu_s": 100.0, "wall_s": 50.0}
 
 
 def test_finished_runs_are_skipped_and_other_settings_refused(tmp_path):
-    run = ablation.Run("rafdb", "softmax", "linear", 0)
-    settings = ablation.settings(BASE, 2, None)
+    run = common.Run("rafdb", "softmax", "linear", 0)
+    settings = common.settings(BASE, 2, None)
     (tmp_path / run.name).mkdir(parents=True)
     (tmp_path / run.name / "run.json").write_text(json.dumps(fake_row(run, 0.5, settings)))
-    assert ablation.run_grid([run], BASE, tmp_path, epochs=2) == [], "a finished run must not be trained again"
+    assert common.run_grid([run], BASE, tmp_path, epochs=2) == [], "a finished run must not be trained again"
     with pytest.raises(ValueError, match="another --root"):
-        ablation.run_grid([run], BASE, tmp_path, epochs=3)
+        common.run_grid([run], BASE, tmp_path, epochs=3)
 
 
 def test_results_markdown_from_run_files(tmp_path):
-    settings = ablation.settings(BASE, 30, None)
+    settings = common.settings(BASE, 30, None)
     rows = []
     for seed, (soft, cos) in enumerate(((0.60, 0.70), (0.62, 0.71), (0.64, 0.72))):
-        rows.append(fake_row(ablation.Run("rafdb", "softmax", "linear", seed), soft, settings))
-        rows.append(fake_row(ablation.Run("rafdb", "cosine_distance", "cosine", seed), cos, settings))
-        rows.append(fake_row(ablation.Run("rafdb", "cosine_distance", "cosine", seed, 10.0, 0.2), cos - 0.01, settings))
+        rows.append(fake_row(common.Run("rafdb", "softmax", "linear", seed), soft, settings))
+        rows.append(fake_row(common.Run("rafdb", "cosine_distance", "cosine", seed), cos, settings))
+        rows.append(fake_row(common.Run("rafdb", "cosine_distance", "cosine", seed, 10.0, 0.2), cos - 0.01, settings))
     for row in rows:
         (tmp_path / row["name"]).mkdir(parents=True)
         (tmp_path / row["name"] / "run.json").write_text(json.dumps(row))
@@ -91,21 +93,21 @@ def test_stronger_models_run_only_the_endpoints_and_keep_old_names(tmp_path):
     assert "rafdb/softmax-keras/seed0" in names, "mini-Xception run names must not change (finished runs are reused)"
     assert [n for n in names if "resnet_small" in n] == ["rafdb/resnet_small/softmax-linear/seed0",
                                                         "rafdb/resnet_small/cosine_distance-s10-m0.35/seed0"]
-    cfg = ablation.run_config(yaml.safe_load(BASE.read_text()), runs[-1], 3, tmp_path)
+    cfg = common.run_config(yaml.safe_load(BASE.read_text()), runs[-1], 3, tmp_path)
     assert (cfg.model.name, cfg.model.head, cfg.loss.name) == ("resnet_small", "cosine", "cosine_distance")
     with pytest.raises(ValueError, match="stronger model 'resnet_huge'"):
         ablation.grid(stronger_models=("resnet_huge",))
 
 
 def test_results_markdown_reports_stronger_models_apart(tmp_path):
-    settings = ablation.settings(BASE, 30, None)
+    settings = common.settings(BASE, 30, None)
     rows = []
     for seed in range(3):
-        rows.append(fake_row(ablation.Run("rafdb", "softmax", "keras", seed), 0.60 + 0.01 * seed, settings))
-        rows.append(fake_row(ablation.Run("rafdb", "cosine_distance", "cosine", seed), 0.61, settings))
-        rows.append(fake_row(ablation.Run("rafdb", "softmax", "linear", seed, model="resnet_small"), 0.70 + 0.01 * seed,
+        rows.append(fake_row(common.Run("rafdb", "softmax", "keras", seed), 0.60 + 0.01 * seed, settings))
+        rows.append(fake_row(common.Run("rafdb", "cosine_distance", "cosine", seed), 0.61, settings))
+        rows.append(fake_row(common.Run("rafdb", "softmax", "linear", seed, model="resnet_small"), 0.70 + 0.01 * seed,
                              settings))
-        rows.append(fake_row(ablation.Run("rafdb", "cosine_distance", "cosine", seed, model="resnet_small"), 0.75,
+        rows.append(fake_row(common.Run("rafdb", "cosine_distance", "cosine", seed, model="resnet_small"), 0.75,
                              settings))
     del rows[0]["run"]["model"]  # run.json files from before the model field must still be read as mini-Xception
     text = ablation.results_markdown(rows)
@@ -126,18 +128,18 @@ def test_balanced_sampling_runs_the_endpoints_on_mini_xception_under_new_names(t
     assert [run.name for run in runs[len(plain):]] == ["rafdb/softmax-keras-balanced/seed0",
                                                       "rafdb/cosine_distance-s10-m0.35-balanced/seed0"]
     base_raw = yaml.safe_load(BASE.read_text())
-    assert ablation.run_config(base_raw, runs[-1], 3, tmp_path).train.balanced_sampling is True
-    assert ablation.run_config(base_raw, plain[-1], 3, tmp_path).train.balanced_sampling is False
+    assert common.run_config(base_raw, runs[-1], 3, tmp_path).train.balanced_sampling is True
+    assert common.run_config(base_raw, plain[-1], 3, tmp_path).train.balanced_sampling is False
 
 
 def test_results_markdown_puts_balanced_sampling_beside_natural_sampling():
-    settings = ablation.settings(BASE, 30, None)
+    settings = common.settings(BASE, 30, None)
     rows = []
     for seed in range(3):
         for sampling, (soft, cos) in (("natural", (0.70, 0.68)), ("balanced", (0.66, 0.67))):
-            rows.append(fake_row(ablation.Run("rafdb", "softmax", "keras", seed, sampling=sampling), soft + 0.01 * seed,
+            rows.append(fake_row(common.Run("rafdb", "softmax", "keras", seed, sampling=sampling), soft + 0.01 * seed,
                                  settings))
-            rows.append(fake_row(ablation.Run("rafdb", "cosine_distance", "cosine", seed, sampling=sampling), cos,
+            rows.append(fake_row(common.Run("rafdb", "cosine_distance", "cosine", seed, sampling=sampling), cos,
                                  settings))
     for row in rows:  # run.json files from before the sampling field must still be read as natural sampling
         if row["run"]["sampling"] == "natural":
@@ -152,29 +154,29 @@ def test_results_markdown_puts_balanced_sampling_beside_natural_sampling():
 
 
 def test_time_estimates_come_from_finished_runs_of_the_same_model():
-    settings = ablation.settings(BASE, 15, None)
-    rafdb_resnet = fake_row(ablation.Run("rafdb", "softmax", "linear", 0, model="resnet_small"), 0.7, settings)
+    settings = common.settings(BASE, 15, None)
+    rafdb_resnet = fake_row(common.Run("rafdb", "softmax", "linear", 0, model="resnet_small"), 0.7, settings)
     rafdb_resnet["wall_s"] = 300.0
-    rafdb_mini = fake_row(ablation.Run("rafdb", "softmax", "keras", 0), 0.7, settings)
+    rafdb_mini = fake_row(common.Run("rafdb", "softmax", "keras", 0), 0.7, settings)
     rafdb_mini["wall_s"] = 100.0
     finished = [rafdb_resnet, rafdb_mini]
-    same = ablation.Run("rafdb", "cosine_distance", "cosine", 1, model="resnet_small")
-    assert ablation.estimate_seconds(same, finished, 15, None) == 300.0
-    other_dataset = ablation.Run("fer2013", "softmax", "linear", 0, model="resnet_small")
-    ratio = ablation.TRAIN_IMAGES["fer2013"] / ablation.TRAIN_IMAGES["rafdb"]
-    assert ablation.estimate_seconds(other_dataset, finished, 15, None) == pytest.approx(300.0 * ratio)
-    unseen = ablation.Run("rafdb", "softmax", "linear", 0, model="resnet_medium")
-    assert ablation.estimate_seconds(unseen, finished, 15, None, images_per_s=100.0) == pytest.approx(
-        ablation.TRAIN_IMAGES["rafdb"] * 15 / 100.0 + ablation.EVAL_OVERHEAD_S)
+    same = common.Run("rafdb", "cosine_distance", "cosine", 1, model="resnet_small")
+    assert common.estimate_seconds(same, finished, 15, None) == 300.0
+    other_dataset = common.Run("fer2013", "softmax", "linear", 0, model="resnet_small")
+    ratio = common.TRAIN_IMAGES["fer2013"] / common.TRAIN_IMAGES["rafdb"]
+    assert common.estimate_seconds(other_dataset, finished, 15, None) == pytest.approx(300.0 * ratio)
+    unseen = common.Run("rafdb", "softmax", "linear", 0, model="resnet_medium")
+    assert common.estimate_seconds(unseen, finished, 15, None, images_per_s=100.0) == pytest.approx(
+        common.TRAIN_IMAGES["rafdb"] * 15 / 100.0 + common.EVAL_OVERHEAD_S)
 
 
 def test_reading_compares_macro_f1_and_the_margin_trend():
-    settings = ablation.settings(BASE, 30, None)
+    settings = common.settings(BASE, 30, None)
     rows = []
     for seed in range(3):
-        rows.append(fake_row(ablation.Run("rafdb", "softmax", "keras", seed), 0.70, settings))
+        rows.append(fake_row(common.Run("rafdb", "softmax", "keras", seed), 0.70, settings))
         for margin, accuracy in ((0.0, 0.72), (0.35, 0.70), (0.5, 0.66)):
-            rows.append(fake_row(ablation.Run("rafdb", "cosine_distance", "cosine", seed, 10.0, margin),
+            rows.append(fake_row(common.Run("rafdb", "cosine_distance", "cosine", seed, 10.0, margin),
                                  accuracy + 0.01 * seed, settings))
     reading = ablation.results_markdown(rows).split("## Reading")[1]
     assert "macro-F1 61.00 ± 1.00 % against 60.00 ± 0.00 %: +1.00 pp, within the seed standard deviation" in reading
@@ -183,40 +185,40 @@ def test_reading_compares_macro_f1_and_the_margin_trend():
 
 
 def test_collect_adds_per_class_recall_and_the_markdown_tabulates_it(tmp_path):
-    settings = ablation.settings(BASE, 30, None)
+    settings = common.settings(BASE, 30, None)
     for seed, fear in ((0, 0.2), (1, 0.4)):
-        run = ablation.Run("rafdb", "softmax", "keras", seed)
+        run = common.Run("rafdb", "softmax", "keras", seed)
         (tmp_path / run.name / "eval").mkdir(parents=True)
         (tmp_path / run.name / "run.json").write_text(json.dumps(fake_row(run, 0.7, settings)))
         report = {"per_class": {"fear": {"recall": fear, "precision": 0.5}, "happy": {"recall": 0.9, "precision": 0.8}}}
         (tmp_path / run.name / "eval" / "report.json").write_text(json.dumps(report))
-    rows = ablation.collect(tmp_path)
+    rows = common.collect(tmp_path)
     assert [row["recall"] for row in rows] == [{"fear": 0.2, "happy": 0.9}, {"fear": 0.4, "happy": 0.9}]
     text = ablation.results_markdown(rows)
     assert "| loss | head | fear | happy |" in text and "| softmax | keras | 30.0 | 90.0 |" in text, text
 
 
 def test_copy_records_keeps_what_the_results_need(tmp_path):
-    settings = ablation.settings(BASE, 30, None)
-    run = ablation.Run("fer2013", "softmax", "keras", 0)
+    settings = common.settings(BASE, 30, None)
+    run = common.Run("fer2013", "softmax", "keras", 0)
     source = tmp_path / "runs" / run.name
     (source / "eval").mkdir(parents=True)
     (source / "run.json").write_text(json.dumps(fake_row(run, 0.6, settings)))
     (source / "eval" / "report.json").write_text(json.dumps({"per_class": {"happy": {"recall": 0.8}}}))
     (source / "last.pt").write_bytes(b"weights stay behind")
-    assert ablation.copy_records(tmp_path / "runs", tmp_path / "records") == 1
+    assert common.copy_records(tmp_path / "runs", tmp_path / "records") == 1
     copied = sorted(p.relative_to(tmp_path / "records").as_posix() for p in (tmp_path / "records").rglob("*.json"))
     assert copied == [f"{run.name}/eval/report.json", f"{run.name}/run.json"]
     assert not list((tmp_path / "records").rglob("*.pt"))
-    assert ablation.collect(tmp_path / "records") == ablation.collect(tmp_path / "runs")
+    assert common.collect(tmp_path / "records") == common.collect(tmp_path / "runs")
 
 
 def test_committed_results_are_rebuilt_from_the_committed_run_records():
     records = REPO_ROOT / "docs" / "runs" / "ablation"
-    assert len(ablation.collect(records)) >= 69, "the ablation run records must be committed"
+    assert len(common.collect(records)) >= 69, "the ablation run records must be committed"
     longer = ablation.longer_schedule(REPO_ROOT / "docs" / "runs" / "recipe" / "curve-45ep")
     assert longer, "the 45-epoch loss comparison (recipe study records) belongs in docs/results.md"
-    expected = ablation.results_markdown(ablation.collect(records), "docs/runs/ablation", longer)
+    expected = ablation.results_markdown(common.collect(records), "docs/runs/ablation", longer)
     assert (REPO_ROOT / "docs" / "results.md").read_text() == expected, \
-        "docs/results.md is stale: python benchmarks/ablate.py --results-only --root docs/runs/ablation " \
+        "docs/results.md is stale: python studies/ablation.py --results-only --root docs/runs/ablation " \
         "--longer-root docs/runs/recipe/curve-45ep"

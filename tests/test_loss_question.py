@@ -1,14 +1,16 @@
-"""The loss question's verdict (fer.loss_question) from run records: met, not met, not known."""
+"""The loss question's verdict (studies.loss_question) from run records: met, not met, not known."""
 
-from fer import ablation
-from fer.loss_question import longer_schedule_markdown
+import dataclasses
+
+from studies.common import Run
+from studies.loss_question import longer_schedule_markdown
 
 SETTINGS = {"base": "configs/fer2013_mini_xception_cosine.yaml", "epochs": 45, "max_per_class": None}
 
 
 def row(dataset, loss, seed, accuracy, macro_f1, recipe=""):
-    run = ablation.Run(dataset, loss, "cosine" if loss == "cosine_distance" else "keras", seed, recipe=recipe)
-    return {"name": run.name, "run": ablation.dataclasses.asdict(run), "settings": SETTINGS, "threads": 1,
+    run = Run(dataset, loss, "cosine" if loss == "cosine_distance" else "keras", seed, recipe=recipe)
+    return {"name": run.name, "run": dataclasses.asdict(run), "settings": SETTINGS, "threads": 1,
             "accuracy": accuracy, "macro_f1": macro_f1, "balanced_accuracy": macro_f1, "cpu_s": 1.0, "wall_s": 1.0}
 
 

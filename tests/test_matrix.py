@@ -1,23 +1,27 @@
-"""The cross-dataset matrix (benchmarks/matrix.py): the committed records cover every shipped model and test set, match
-the shipped files, reproduce on real data, and the README section is rebuilt exactly from them."""
-
-import importlib.util
+"""The cross-dataset matrix (studies/matrix.py): the committed records cover every shipped model and test set, match
+the shipped files, reproduce on real data, and the generated sections (docs/models-and-matrix.md, the README's table of
+shipped models) are rebuilt exactly from them."""
 
 import pytest
 
 from fer.checkpoint import WEIGHTS_DIR, shipped_models
-from fer.data.paths import REPO_ROOT, data_root
+from fer.data.paths import data_root
 from fer.evaluate import sha256_file
-
-spec = importlib.util.spec_from_file_location("matrix", REPO_ROOT / "benchmarks" / "matrix.py")
-matrix = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(matrix)
+from studies import matrix
 
 
-def test_readme_section_is_rebuilt_exactly_from_the_committed_records():
+def test_docs_matrix_section_is_rebuilt_exactly_from_the_committed_records():
     expected = matrix.markdown(*matrix.collect(matrix.RECORDS))
-    assert matrix.readme_section(matrix.README.read_text()) == expected, \
-        "README matrix section is stale: python benchmarks/matrix.py --table-only"
+    assert matrix.section(matrix.PAGE.read_text()) == expected, \
+        "docs/models-and-matrix.md matrix section is stale: python studies/matrix.py --table-only"
+
+
+def test_readme_models_table_is_rebuilt_exactly_from_the_committed_records():
+    expected = matrix.headline(*matrix.collect(matrix.RECORDS))
+    assert matrix.section(matrix.README.read_text(), matrix.MODELS_START, matrix.MODELS_END) == expected, \
+        "README shipped-models table is stale: python studies/matrix.py --table-only"
+    for model in shipped_models():
+        assert f"| `{model}` |" in expected, f"{model}: shipped but not in the README table"
 
 
 def test_records_cover_every_shipped_model_and_match_its_file():

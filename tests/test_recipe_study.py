@@ -1,22 +1,19 @@
-"""Recipe study runner (benchmarks/recipe.py) bookkeeping without training: grid, per-run configs, docs/recipe.md."""
+"""Recipe study runner (studies/recipe.py) bookkeeping without training: grid, per-run configs, docs/recipe.md."""
 
 import dataclasses
-import importlib.util
 import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
-from fer import ablation
 from fer.config import config_to_dict
 from fer.data.paths import REPO_ROOT
 from fer.train import check_compatible
+from studies import common
+from studies import recipe as study
 
 BASE = REPO_ROOT / "configs" / "fer2013_mini_xception_cosine.yaml"
-spec = importlib.util.spec_from_file_location("recipe_study", REPO_ROOT / "benchmarks" / "recipe.py")
-study = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(study)
 
 
 def test_grid_has_every_option_once_per_dataset_and_seed():
@@ -41,20 +38,20 @@ def test_grid_has_every_option_once_per_dataset_and_seed():
 def test_each_run_changes_only_its_options_keys(tmp_path):
     base_raw = yaml.safe_load(BASE.read_text())
     runs = study.grid(("fer2013",), (0,), epochs=15, combine=[["strong_aug", "sgd_warmup_cosine"]])
-    baseline = config_to_dict(ablation.run_config(base_raw, runs[0], 15, tmp_path))
+    baseline = config_to_dict(common.run_config(base_raw, runs[0], 15, tmp_path))
     assert runs[0].recipe == "" and runs[0].options == ()
     for run in runs[1:]:
-        cfg = ablation.run_config(base_raw, run, 15, tmp_path)
+        cfg = common.run_config(base_raw, run, 15, tmp_path)
         check_compatible(cfg)
         changed = {f"{section}.{key}" for section, values in config_to_dict(cfg).items() for key, value in values.items()
                    if baseline[section][key] != value}
         wanted = {option.split("=")[0] for option in run.options}
         assert changed and changed <= wanted, (run.recipe, changed, wanted)  # an option equal to the base changes nothing
-    assert ablation.run_config(base_raw, runs[-1], 15, tmp_path).train.optimizer == "sgd"
+    assert common.run_config(base_raw, runs[-1], 15, tmp_path).train.optimizer == "sgd"
 
 
 def fake_row(run, accuracy, epochs=15, cpu_s=120.0):
-    return {"name": run.name, "run": dataclasses.asdict(run), "settings": ablation.settings(BASE, epochs, None),
+    return {"name": run.name, "run": dataclasses.asdict(run), "settings": common.settings(BASE, epochs, None),
             "command": "python benchmarks/recipe.py --test", "threads": 1, "accuracy": accuracy,
             "macro_f1": accuracy - 0.1, "balanced_accuracy": accuracy - 0.05, "cpu_s": cpu_s, "wall_s": cpu_s}
 
@@ -88,7 +85,7 @@ def test_softmax_reference_runs_table3s_softmax_endpoint_and_the_curve_compares_
     runs = study.grid(("rafdb",), (0, 1), 45, names=["softmax", "ldam_drw"])
     assert [run.name for run in runs] == ["rafdb/softmax-keras/seed0", "rafdb/cosine_distance-s10-m0.35-ldam_drw/seed0",
                                           "rafdb/softmax-keras/seed1", "rafdb/cosine_distance-s10-m0.35-ldam_drw/seed1"]
-    cfg = ablation.run_config(yaml.safe_load(BASE.read_text()), runs[0], 45, tmp_path)
+    cfg = common.run_config(yaml.safe_load(BASE.read_text()), runs[0], 45, tmp_path)
     assert (cfg.loss.name, cfg.model.head, cfg.loss.class_margins) == ("softmax", "keras", "none")
     with pytest.raises(ValueError, match="softmax\\+ldam: class-aware margins belong to the cosine-distance loss"):
         study.grid(("rafdb",), (0,), 45, names=[], combine=[["softmax", "ldam"]])
@@ -106,7 +103,7 @@ def test_softmax_with_a_recipe_holds_the_recipe_fixed_and_the_cosine_recipe_is_c
     runs = study.grid(("fer2013", "rafdb"), (0,), 45, names=["softmax", "distill"], combine=[["softmax", "distill"]])
     assert [run.name for run in runs] == ["fer2013/softmax-keras/seed0", "fer2013/softmax-keras-distill/seed0",
                                           "fer2013/cosine_distance-s10-m0.35-distill/seed0", "rafdb/softmax-keras/seed0"]
-    cfg = ablation.run_config(yaml.safe_load(BASE.read_text()), runs[1], 45, tmp_path)
+    cfg = common.run_config(yaml.safe_load(BASE.read_text()), runs[1], 45, tmp_path)
     assert (cfg.loss.name, cfg.model.head, cfg.train.teacher) == ("softmax", "keras", ["fer2013"])
     accuracy = {"softmax-keras": 0.60, "softmax-keras-distill": 0.66, "cosine_distance-s10-m0.35-distill": 0.64}
     rows = [fake_row(run, accuracy[run.variant], epochs=45) for run in runs[:3]]
@@ -125,7 +122,7 @@ def test_a_stronger_model_runs_table3s_linear_softmax_and_is_compared_only_with_
     runs = study.grid(("rafdb",), (0,), 45, names=["softmax", "baseline"], model="resnet_small")
     assert [run.name for run in runs] == ["rafdb/resnet_small/softmax-linear/seed0",
                                           "rafdb/resnet_small/cosine_distance-s10-m0.35/seed0"]
-    cfg = ablation.run_config(yaml.safe_load(BASE.read_text()), runs[0], 45, tmp_path)
+    cfg = common.run_config(yaml.safe_load(BASE.read_text()), runs[0], 45, tmp_path)
     assert (cfg.model.name, cfg.loss.name, cfg.model.head) == ("resnet_small", "softmax", "linear")
     mini = study.grid(("rafdb",), (0,), 45, names=["softmax", "baseline"])
     rows = [fake_row(run, 0.80 if run.loss == "softmax" else 0.75, epochs=45) for run in runs]
@@ -150,7 +147,7 @@ def test_a_resumed_runs_cpu_time_counts_the_part_before_the_resume():
 def test_committed_recipe_page_is_rebuilt_from_the_committed_records():
     expected = study.recipe_markdown(*study.collect_study(REPO_ROOT / "docs" / "runs" / "recipe"), "docs/runs/recipe")
     assert (REPO_ROOT / "docs" / "recipe.md").read_text() == expected, \
-        "docs/recipe.md is stale: python benchmarks/recipe.py --results-only --root docs/runs/recipe"
+        "docs/recipe.md is stale: python studies/recipe.py --results-only --root docs/runs/recipe"
 
 
 def test_committed_commands_can_be_pasted_on_another_machine():
@@ -167,8 +164,8 @@ def test_the_small_resnet_configs_are_the_studys_measured_runs(dataset, tmp_path
     the records in docs/runs/recipe/curve-45ep are what the config gives; only bookkeeping keys may differ."""
     from fer.config import load_config
 
-    run = ablation.Run(dataset, "cosine_distance", "cosine", 0, model="resnet_small")
-    measured = config_to_dict(ablation.run_config(yaml.safe_load(BASE.read_text()), run, 45, tmp_path, threads=1))
+    run = common.Run(dataset, "cosine_distance", "cosine", 0, model="resnet_small")
+    measured = config_to_dict(common.run_config(yaml.safe_load(BASE.read_text()), run, 45, tmp_path, threads=1))
     shipped = config_to_dict(load_config(REPO_ROOT / "configs" / f"{dataset}_resnet_cosine.yaml"))
     for side in (measured, shipped):
         for key in ("out_dir", "checkpoint_every"):

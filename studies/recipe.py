@@ -1,18 +1,18 @@
 #!/usr/bin/env python
-"""Recipe study (issue 13): every recipe option against today's recipe at the same budget, then docs/recipe.md.
+"""Recipe study: every recipe option against today's recipe at the same budget, then docs/recipe.md.
 
-Each run is an ablation run (fer/ablation.py: same resumable grid, run.json records, evaluation protocol) of the base
+Each run is a study run (studies/common.py: same resumable runner, run.json records, evaluation protocol) of the base
 config plus one option's overrides; the budget is the same epoch count for every run, and every run records its CPU
 time, so the page shows what each option costs. Runs live in <root>/study/<dataset>/<variant>/seed<k>/; the
 schedule-length curve of one recipe in <root>/curve-<N>ep/. Meant to run in the background:
 
-    FER_DATA=/path/to/data nohup python benchmarks/recipe.py --epochs 15 --budget-minutes 600 > runs/recipe.log 2>&1 &
-    python benchmarks/recipe.py --combine ema,mixup,ldam_drw --seeds 0,1,2     # the finalists together
-    python benchmarks/recipe.py --curve 10,20,40,80 --curve-recipe ema+mixup    # accuracy against schedule length
-    python benchmarks/recipe.py --curve 45 --curve-recipe softmax --model resnet_small  # a stronger model (linear softmax)
-    python benchmarks/recipe.py --dry-run                                       # the runs still to do, and their time
-    python benchmarks/recipe.py --results-only --copy-records docs/runs/recipe  # copy the records to commit
-    python benchmarks/recipe.py --results-only --root docs/runs/recipe          # rebuild docs/recipe.md from them
+    FER_DATA=/path/to/data nohup python studies/recipe.py --epochs 15 --budget-minutes 600 > runs/recipe.log 2>&1 &
+    python studies/recipe.py --combine ema,mixup,ldam_drw --seeds 0,1,2     # the finalists together
+    python studies/recipe.py --curve 10,20,40,80 --curve-recipe ema+mixup    # accuracy against schedule length
+    python studies/recipe.py --curve 45 --curve-recipe softmax --model resnet_small  # a stronger model (linear softmax)
+    python studies/recipe.py --dry-run                                       # the runs still to do, and their time
+    python studies/recipe.py --results-only --copy-records docs/runs/recipe  # copy the records to commit
+    python studies/recipe.py --results-only --root docs/runs/recipe          # rebuild docs/recipe.md from them
 
 Selection never touches a test split: FER2013 keeps best.pt by PublicTest and reports PrivateTest; RAF-DB reports the
 final-epoch weights on its carved validation part. The distillation option runs on FER2013 only: the shipped RAF-DB
@@ -29,20 +29,22 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if __name__ == "__main__":  # run as a script from anywhere: the repository root holds the studies package
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fer import ablation  # noqa: E402
 from fer.checkpoint import WEIGHTS_DIR  # noqa: E402
 from fer.face.model_file import sha256_of  # noqa: E402
+from fer.models import MODELS  # noqa: E402
+from studies import common  # noqa: E402
 
 BASELINE = "baseline"
 # The loss every cosine-distance recipe must beat: Table 3's softmax endpoint (mini-Xception's Keras head), run by
 # name (--options softmax, --curve-recipe softmax) at the same budget; softmax+distill trains it with an option.
 SOFTMAX = "softmax"
 TEACHERS = {"fer2013": "fer2013"}  # dataset -> shipped teacher (see the module docstring for RAF-DB)
-# The distillation study's teacher is pinned by hash: every distill record learned from `fer2013` as shipped at commit
-# a8ecbbc (2026-12-02). Once a new `fer2013` ships, the runner takes the pinned file out of git history, so a study
-# half done never changes teacher. dataset -> (sha256, commit that shipped it).
+# The distillation study's teacher is pinned by hash: every distill record learned from the same `fer2013` file. When
+# the shipped `fer2013` is another file, the runner takes the pinned one out of git history, so a study half done never
+# changes teacher. dataset -> (sha256, commit that shipped it).
 TEACHER_PINS = {"fer2013": ("330f8ae0716902d31d7008af9011eb8c348c1ef2784a321afa12a12d98de3bbd", "a8ecbbc")}
 # Options that only mean something on some datasets: FER2013 is gray at source, so colour would replicate one channel.
 ONLY_ON = {"colour": ("rafdb",), "colour_size100": ("rafdb",), "distill": tuple(TEACHERS)}
@@ -109,8 +111,8 @@ def pinned_teacher(dataset: str, folder: Path, weights_dir: Path = WEIGHTS_DIR, 
     return str(pinned)
 
 
-def grid(datasets, seeds, epochs: int, names=None, combine=(), model: str = ablation.DEFAULT_MODEL,
-         teachers: dict | None = None) -> list[ablation.Run]:
+def grid(datasets, seeds, epochs: int, names=None, combine=(), model: str = common.DEFAULT_MODEL,
+         teachers: dict | None = None) -> list[common.Run]:
     """Seed-major runs of the base loss (cosine-distance) with each option (names: None = all) and each combination.
 
     model: mini-Xception (the paper's, whose softmax reference keeps the Keras head) or a stronger model, whose softmax
@@ -128,7 +130,7 @@ def grid(datasets, seeds, epochs: int, names=None, combine=(), model: str = abla
     chosen += [combined(list(parts), options) for parts in combine if parts[0] != SOFTMAX]
     softmax_chosen = [("", ())] if SOFTMAX in names else []
     softmax_chosen += [_softmax_recipe(list(parts[1:]), options) for parts in combine if parts[0] == SOFTMAX]
-    head = "keras" if model == ablation.DEFAULT_MODEL else "linear"
+    head = "keras" if model == common.DEFAULT_MODEL else "linear"
     runs = []
     for seed in seeds:
         for dataset in datasets:
@@ -138,7 +140,7 @@ def grid(datasets, seeds, epochs: int, names=None, combine=(), model: str = abla
                         continue
                     overrides = tuple(o.replace("TEACHER", teachers[dataset]) if o.startswith("train.teacher=") else o
                                       for o in overrides)
-                    runs.append(ablation.Run(dataset, loss, loss_head, seed, model=model,
+                    runs.append(common.Run(dataset, loss, loss_head, seed, model=model,
                                              recipe="" if name == BASELINE else name, options=overrides))
     return list(dict.fromkeys(runs))
 
@@ -170,35 +172,35 @@ def _home_as_tilde(command: str) -> str:
 def _cpu_minutes(rows: list[dict]) -> str:
     if not rows:
         return "–"
-    mean_minutes = np.mean([ablation.cpu_seconds(row) for row in rows]) / 60
-    return f"{mean_minutes:.1f}" + ("*" if any(map(ablation.resumed, rows)) else "")
+    mean_minutes = np.mean([common.cpu_seconds(row) for row in rows]) / 60
+    return f"{mean_minutes:.1f}" + ("*" if any(map(common.resumed, rows)) else "")
 
 
 def _models(rows: list[dict]) -> list[str]:
     """The models in rows, the paper's mini-Xception first."""
-    return sorted({ablation._model(row) for row in rows}, key=lambda model: (model != ablation.DEFAULT_MODEL, model))
+    return sorted({common.model_of(row) for row in rows}, key=lambda model: (model != common.DEFAULT_MODEL, model))
 
 
 def _study_table(rows: list[dict], dataset: str, model: str) -> list[str]:
-    these = [row for row in rows if row["run"]["dataset"] == dataset and ablation._model(row) == model]
+    these = [row for row in rows if row["run"]["dataset"] == dataset and common.model_of(row) == model]
     by_recipe = {}
     for row in these:
         by_recipe.setdefault(_recipe(row), []).append(row)
     baseline = by_recipe.get(BASELINE, [])
-    title = f"{ablation.DATASET_TITLES[dataset]} ({ablation.SPLIT_TITLES[dataset]})"
-    lines = [f"### {title}" + ("" if model == ablation.DEFAULT_MODEL else f", {model}"), "",
+    title = f"{common.DATASET_TITLES[dataset]} ({common.SPLIT_TITLES[dataset]})"
+    lines = [f"### {title}" + ("" if model == common.DEFAULT_MODEL else f", {model}"), "",
              "| recipe | seeds | accuracy | macro-F1 | balanced accuracy | CPU min per run |",
              "| --- | --- | ---: | ---: | ---: | ---: |"]
     order = sorted(by_recipe, key=lambda name: (name != BASELINE, "+" in name, name))
-    lines += [f"| {name} | " + " | ".join(ablation._row_cells(by_recipe[name])) + f" | {_cpu_minutes(by_recipe[name])} |"
+    lines += [f"| {name} | " + " | ".join(common.row_cells(by_recipe[name])) + f" | {_cpu_minutes(by_recipe[name])} |"
               for name in order]
     lines.append("")
-    if ablation._metric(baseline, "accuracy"):
+    if common.metric(baseline, "accuracy"):
         for name in order:
             found = by_recipe[name]
-            if name != BASELINE and ablation._metric(found, "accuracy"):
+            if name != BASELINE and common.metric(found, "accuracy"):
                 lines.append(f"- {name} against the baseline: "
-                             + ablation._against(found, baseline, ablation.BALANCED_METRICS) + ".")
+                             + common.against(found, baseline, common.BALANCED_METRICS) + ".")
         lines.append("")
     lines += _combination_lines(by_recipe, order)
     return lines
@@ -209,9 +211,9 @@ def _combination_lines(by_recipe: dict[str, list[dict]], order: list[str]) -> li
     lines = []
     for name in order:
         for part in name.split("+") if "+" in name else ():
-            if ablation._metric(by_recipe.get(part, []), "accuracy") and ablation._metric(by_recipe[name], "accuracy"):
+            if common.metric(by_recipe.get(part, []), "accuracy") and common.metric(by_recipe[name], "accuracy"):
                 lines.append(f"- {name} against {part} alone: "
-                             + ablation._against(by_recipe[name], by_recipe[part], ablation.BALANCED_METRICS) + ". "
+                             + common.against(by_recipe[name], by_recipe[part], common.BALANCED_METRICS) + ". "
                              + _paired(by_recipe[name], by_recipe[part]) + ".")
     return lines + [""] if lines else []
 
@@ -227,19 +229,19 @@ def _curve_table(curves: dict[int, list[dict]]) -> list[str]:
     cells = {}  # (dataset, model, recipe, epochs) -> its runs: the table's rows and the comparisons' sides
     for epochs, rows in curves.items():
         for row in rows:
-            cells.setdefault((row["run"]["dataset"], ablation._model(row), _recipe(row), epochs), []).append(row)
+            cells.setdefault((row["run"]["dataset"], common.model_of(row), _recipe(row), epochs), []).append(row)
     models = _models([row for rows in curves.values() for row in rows])
-    for dataset in ablation.REPORTED:
+    for dataset in common.REPORTED:
         for model in models:
             for name in recipes:
                 for epochs in sorted(curves):
                     found = cells.get((dataset, model, name, epochs))
                     if found:
-                        lines.append(f"| {ablation.DATASET_TITLES[dataset]} | {model} | {name} | {epochs} | "
-                                     + " | ".join(ablation._row_cells(found)) + f" | {_cpu_minutes(found)} |")
+                        lines.append(f"| {common.DATASET_TITLES[dataset]} | {model} | {name} | {epochs} | "
+                                     + " | ".join(common.row_cells(found)) + f" | {_cpu_minutes(found)} |")
     lines.append("")
     for epochs in sorted(curves):  # the loss question: each cosine-distance recipe against softmax, same model, schedule
-        for dataset in ablation.REPORTED:
+        for dataset in common.REPORTED:
             for model in models:
                 for name in recipes:
                     found = cells.get((dataset, model, name, epochs))
@@ -249,9 +251,9 @@ def _curve_table(curves: dict[int, list[dict]]) -> list[str]:
                     for reference in dict.fromkeys([SOFTMAX, SOFTMAX if name == BASELINE else f"{SOFTMAX}+{name}"]):
                         softmax = cells.get((dataset, model, reference, epochs))
                         if softmax:
-                            lines.append(f"- {ablation.DATASET_TITLES[dataset]}, {model}, {epochs} epochs, "
+                            lines.append(f"- {common.DATASET_TITLES[dataset]}, {model}, {epochs} epochs, "
                                          f"cosine-distance {name} against {reference}: "
-                                         + ablation._against(found, softmax, ablation.BALANCED_METRICS)
+                                         + common.against(found, softmax, common.BALANCED_METRICS)
                                          + ". " + _paired(found, softmax) + ".")
     return lines + [""]
 
@@ -264,7 +266,7 @@ def _paired(rows: list[dict], reference: list[dict]) -> str:
     if not pairs:
         return "No seed on both sides, so no paired comparison"
     parts = []
-    for name, key in ablation.BALANCED_METRICS:
+    for name, key in common.BALANCED_METRICS:
         deltas = [100 * (a[key] - b[key]) for a, b in pairs]
         parts.append(f"{name} {', '.join(f'{d:+.2f}' for d in deltas)} pp (higher in {sum(d > 0 for d in deltas)} "
                      f"of {len(deltas)})")
@@ -274,11 +276,11 @@ def _paired(rows: list[dict], reference: list[dict]) -> str:
 def recipe_markdown(study: list[dict], curves: dict[int, list[dict]], root: str) -> str:
     rows = study + [row for found in curves.values() for row in found]
     lines = ["# Recipe study: each option against today's recipe at the same budget", "",
-             f"Generated by `benchmarks/recipe.py` from {len(rows)} finished run(s) under `{root}`; do not edit by hand. "
-             "Rebuild: `python benchmarks/recipe.py --results-only --root docs/runs/recipe`.", ""]
+             f"Generated by `studies/recipe.py` from {len(rows)} finished run(s) under `{root}`; do not edit by hand. "
+             "Rebuild: `python studies/recipe.py --results-only --root docs/runs/recipe`.", ""]
     if not rows:
         return "\n".join(lines + ["No finished runs yet.", ""])
-    commands = sorted({row["command"] for row in rows if row.get("command")})
+    commands = sorted({common.shown_command(row["command"]) for row in rows if row.get("command")})
     lines += ["Commands (each skips the runs already finished):", ""] + [f"- `{c}`" for c in commands] + [""]
     for text in sorted({json.dumps(row["settings"], sort_keys=True) for row in study}):
         s = json.loads(text)
@@ -287,7 +289,7 @@ def recipe_markdown(study: list[dict], curves: dict[int, list[dict]], root: str)
     if any(row["settings"]["max_per_class"] or row["settings"]["epochs"] < 5 for row in rows):
         lines.append("**Smoke settings (capped training set or under 5 epochs): these numbers show that the pipeline "
                      "works, they say nothing about the options.**")
-    cpu = sum(ablation.cpu_seconds(row) for row in rows)
+    cpu = sum(common.cpu_seconds(row) for row in rows)
     threads = sorted({row.get("threads") for row in rows if row.get("threads")})
     lines += ["", f"CPU time: {cpu / 3600:.2f} CPU-hours over {len(rows)} runs on "
               f"{', '.join(map(str, threads)) or '?'} torch thread(s). Every run has the same epoch count; the CPU "
@@ -299,10 +301,10 @@ def recipe_markdown(study: list[dict], curves: dict[int, list[dict]], root: str)
               "Loss: cosine-distance (s = 10, m = 0.35), except the softmax reference (Keras head on mini-Xception, a "
               "linear head on the same embedding for a stronger model). "
               "Values: mean ± sample standard deviation over seeds, in %. "
-              "Option overrides: `benchmarks/recipe.py recipe_options`.", ""]
+              "Option overrides: `studies/recipe.py recipe_options`.", ""]
     if study:
         lines += ["## Options against the baseline", ""]
-        for dataset in ablation.REPORTED:
+        for dataset in common.REPORTED:
             for model in _models([row for row in study if row["run"]["dataset"] == dataset]):
                 lines += _study_table(study, dataset, model)
     return "\n".join(lines + _curve_table(curve_points(study, curves)))
@@ -310,11 +312,11 @@ def recipe_markdown(study: list[dict], curves: dict[int, list[dict]], root: str)
 
 def curve_points(study: list[dict], curves: dict[int, list[dict]]) -> dict[int, list[dict]]:
     """The curve roots' runs, plus the study's runs of the same recipes as the point at the study's budget."""
-    recipes = {(ablation._model(row), _recipe(row)) for rows in curves.values() for row in rows}
+    recipes = {(common.model_of(row), _recipe(row)) for rows in curves.values() for row in rows}
     points = dict(curves)
     for row in study:
         epochs = row["settings"]["epochs"]
-        if (ablation._model(row), _recipe(row)) in recipes and epochs not in curves:
+        if (common.model_of(row), _recipe(row)) in recipes and epochs not in curves:
             points.setdefault(epochs, []).append(row)
     return dict(sorted(points.items()))
 
@@ -326,8 +328,8 @@ def curve_roots(root: Path) -> dict[int, Path]:
 def collect_study(root: str | Path) -> tuple[list[dict], dict[int, list[dict]]]:
     """(finished study runs, {epochs: finished curve runs}) under root."""
     root = Path(root)
-    curves = {epochs: ablation.collect(folder) for epochs, folder in curve_roots(root).items()}
-    return (ablation.collect(root / "study") if (root / "study").is_dir() else []), curves
+    curves = {epochs: common.collect(folder) for epochs, folder in curve_roots(root).items()}
+    return (common.collect(root / "study") if (root / "study").is_dir() else []), curves
 
 
 def write_markdown(root: str | Path, path: str | Path) -> str:
@@ -344,7 +346,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--root", default="runs/recipe")
     p.add_argument("--base", default="configs/fer2013_mini_xception_cosine.yaml", help="today's recipe")
-    p.add_argument("--model", default=ablation.DEFAULT_MODEL, choices=sorted(ablation.MODELS),
+    p.add_argument("--model", default=common.DEFAULT_MODEL, choices=sorted(MODELS),
                    help="the network of every run (the paper's mini-Xception by default)")
     p.add_argument("--datasets", type=lambda t: tuple(t.split(",")), default=("fer2013", "rafdb"))
     p.add_argument("--seeds", type=numbers(int), default=(0, 1, 2))
@@ -379,24 +381,24 @@ def main(argv=None) -> int:
         else:
             jobs = [(root / "study", args.epochs, grid(args.datasets, args.seeds, args.epochs, args.options,
                                                        args.combine, args.model, teachers))]
-        command = _home_as_tilde("python benchmarks/recipe.py "
+        command = _home_as_tilde("python studies/recipe.py "
                                  + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)))
         for folder, epochs, runs in jobs:
             if args.dry_run:
-                finished = ablation.collect(folder) if folder.is_dir() else []
+                finished = common.collect(folder) if folder.is_dir() else []
                 done = {row["name"] for row in finished}
                 todo = [run for run in runs if run.name not in done]
-                seconds = [ablation.estimate_seconds(run, finished, epochs, args.max_per_class) for run in todo]
+                seconds = [common.estimate_seconds(run, finished, epochs, args.max_per_class) for run in todo]
                 for run, s in zip(todo, seconds):
                     print(f"{folder.name}/{run.name:60s} ~{s / 60:5.1f} min")
                 print(f"{folder.name}: {len(todo)} of {len(runs)} runs to do, about {sum(seconds) / 3600:.1f} wall-hours")
                 continue
-            ablation.run_grid(runs, args.base, folder, epochs, args.max_per_class, args.data_root, args.budget_minutes,
+            common.run_grid(runs, args.base, folder, epochs, args.max_per_class, args.data_root, args.budget_minutes,
                               args.threads, command)
         if args.dry_run:
             return 0
     if args.copy_records:
-        ablation.copy_records(root, args.copy_records)
+        common.copy_records(root, args.copy_records)
     write_markdown(root, args.results)
     print(f"wrote {args.results} from the finished runs under {root}")
     return 0

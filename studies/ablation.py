@@ -1,84 +1,52 @@
-"""The paper's loss ablation (Tables 1-3): a resumable grid of training runs and the markdown that summarises them.
+"""The paper's loss ablation (Tables 1-3): the grid of runs, the page docs/results.md, and the command that runs both.
 
 Every run trains one base config (same data, augmentation, optimiser, schedule and epochs) and differs only in dataset,
-loss (+ head), AM-Softmax scale s / margin m and seed. Each run lives in <root>/<dataset>/<variant>/seed<k>/ and counts as
-finished once its run.json exists; an interrupted run resumes from its last.pt. So the runner can be killed and started
-again (nohup) at any point, and results_markdown() always reflects exactly the finished runs, no hand-typed numbers.
+loss (+ head), AM-Softmax scale s / margin m and seed; records and protocol as in studies/common.py. The runner can be
+killed and started again (nohup) at any point, and results_markdown() always reflects exactly the finished runs.
 
-Protocol (fer.evaluate.REPORT_SPLITS): FER2013 trains on Training, keeps best.pt by PublicTest accuracy and reports
-PrivateTest. RAF-DB carves a stratified 10 % validation part from train (seeded by the run's seed) and reports the
-final-epoch weights (last.pt) on it, so nothing is selected on the reported split.
+    FER_DATA=/path/to/data nohup python studies/ablation.py --epochs 30 --budget-minutes 600 \
+        > runs/ablation.log 2>&1 &
+
+    python studies/ablation.py --dry-run                  # list the runs and the time they need
+    python studies/ablation.py --results-only             # rewrite docs/results.md from the finished runs
+    python studies/ablation.py --results-only --copy-records docs/runs/ablation   # copy the run records to commit
+    python studies/ablation.py --results-only --root docs/runs/ablation --longer-root docs/runs/recipe/curve-45ep
+                                                             # rebuild docs/results.md from committed records
+
+Time per run: --dry-run estimates it from the finished runs; docs/results.md gives the CPU time of the committed ones.
 """
 
-import dataclasses
+import argparse
 import json
 import logging
-import math
-import time
-from dataclasses import dataclass
+import shlex
+import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from fer.config import Config, apply_overrides, config_from_dict
-from fer.data.paths import REPO_ROOT
-from fer.evaluate import REPORT_SPLITS, evaluate
-from fer.models import MODELS
-from fer.train import train
+if __name__ == "__main__":  # run as a script from anywhere: the repository root holds the studies package
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-log = logging.getLogger(__name__)
+from fer.models import MODELS  # noqa: E402
+from studies.common import (BALANCED_METRICS, COMPARED_METRICS, DATASET_TITLES, DEFAULT_MODEL, REFERENCE_MARGIN,  # noqa: E402
+                            REFERENCE_SCALE, REPORTED, SPLIT_TITLES, Run, against, cell, collect, copy_records,
+                            cpu_seconds, difference, estimate_seconds, mean_std, metric, model_of, row_cells, run_grid,
+                            shown_command, shown_path)
+from studies.loss_question import longer_schedule_markdown  # noqa: E402
 
 # Table 3: (loss, head). The Keras head is mini-Xception's original; the linear head is the fair softmax baseline for the
 # cosine head (same 128-D embedding, then one layer). Center and Island losses act on that embedding.
 TABLE3_VARIANTS = (("softmax", "keras"), ("softmax", "linear"), ("center", "linear"), ("island", "linear"),
                    ("cosine_distance", "cosine"))
-REFERENCE_SCALE, REFERENCE_MARGIN = 10.0, 0.35  # the paper's operating point (AM-Softmax m = 0.35, Wang et al. 2018)
 DEFAULT_MARGINS = (0.0, 0.1, 0.2, 0.35, 0.5)  # Table 1, at s = REFERENCE_SCALE
 DEFAULT_SCALES = (5.0, 10.0, 20.0, 30.0)  # Table 2, at m = REFERENCE_MARGIN
-DATASET_TITLES = {"rafdb": "RAF-DB", "fer2013": "FER2013"}
-SPLIT_TITLES = {"rafdb": "validation part", "fer2013": "PrivateTest"}  # the split each dataset is reported on
-REPORTED = {"rafdb": "last", "fer2013": "best"}  # checkpoint reported: see the module docstring
-TRAIN_IMAGES = {"rafdb": 11044, "fer2013": 28709}  # images per epoch (RAF-DB: 90 % of 12,271), for time estimates
-EVAL_OVERHEAD_S = 20.0  # reading the data, validation and the final report per run, roughly
-DEFAULT_MODEL = "mini_xception"  # the paper's model: every table runs on it
 # The stronger models only run Table 3's two endpoints, softmax (linear head) vs cosine-distance: the question is
 # whether the loss still helps on a bigger network, not the whole grid again.
 ENDPOINT_VARIANTS = (("softmax", "linear"), ("cosine_distance", "cosine"))
 # Class-balanced sampling (train.balanced_sampling) runs the same two endpoints on mini-Xception: the margin costs the
 # rare classes (see the recall tables), and the question is whether drawing classes equally gives that back.
 SAMPLINGS = ("natural", "balanced")
-COMPARED_METRICS = (("accuracy", "accuracy"), ("macro-F1", "macro_f1"))  # (name in the text, run.json key)
-BALANCED_METRICS = COMPARED_METRICS + (("balanced accuracy", "balanced_accuracy"),)  # what balanced sampling targets
-IMAGES_PER_S = {DEFAULT_MODEL: 1000.0}  # rough one-thread training speed for first-run estimates; others: 500
-
-
-@dataclass(frozen=True)
-class Run:
-    dataset: str
-    loss: str
-    head: str
-    seed: int
-    scale: float = REFERENCE_SCALE
-    margin: float = REFERENCE_MARGIN
-    model: str = DEFAULT_MODEL
-    sampling: str = "natural"  # natural: shuffled training set; balanced: classes drawn equally often
-    recipe: str = ""  # a name for `options` (benchmarks/recipe.py), appended to the variant
-    options: tuple[str, ...] = ()  # extra `section.key=value` overrides, applied after the run's own fields
-
-    @property
-    def variant(self) -> str:
-        if self.loss == "cosine_distance":
-            variant = f"cosine_distance-s{self.scale:g}-m{self.margin:g}"
-        else:
-            variant = f"{self.loss}-{self.head}"
-        variant = variant if self.sampling == "natural" else f"{variant}-{self.sampling}"
-        return f"{variant}-{self.recipe}" if self.recipe else variant
-
-    @property
-    def name(self) -> str:
-        model = "" if self.model == DEFAULT_MODEL else f"{self.model}/"
-        return f"{self.dataset}/{model}{self.variant}/seed{self.seed}"
 
 
 def grid(datasets=("rafdb", "fer2013"), seeds=(0, 1, 2), tables=(1, 2, 3), margins=DEFAULT_MARGINS, scales=DEFAULT_SCALES,
@@ -120,81 +88,6 @@ def grid(datasets=("rafdb", "fer2013"), seeds=(0, 1, 2), tables=(1, 2, 3), margi
     return list(dict.fromkeys(runs))  # the (s=10, m=0.35) run serves all three tables once
 
 
-def settings(base: str, epochs: int, max_per_class: int | None) -> dict:
-    """What must match for runs to be comparable (and for a finished run to be reused)."""
-    return {"base": str(base), "epochs": epochs, "max_per_class": max_per_class}
-
-
-def run_config(base_raw: dict, run: Run, epochs: int, out_dir: Path, max_per_class: int | None = None,
-               threads: int = 0, source: str = "ablation") -> Config:
-    overrides = [f"data.dataset={run.dataset}", "data.path=null", f"data.max_per_class={max_per_class or 'null'}",
-                 f"model.name={run.model}", f"model.head={run.head}",
-                 f"train.balanced_sampling={'true' if run.sampling == 'balanced' else 'false'}", f"loss.name={run.loss}",
-                 f"loss.scale={run.scale}", f"loss.margin={run.margin}",
-                 "loss.class_margins=none",  # the paper's uniform margin, whatever the base config says; options may change it
-                 f"train.seed={run.seed}", f"train.epochs={epochs}", "train.early_stop_patience=0", "train.max_steps=null",
-                 f"train.threads={threads}", "train.checkpoint_every=1000", *run.options]
-    cfg = config_from_dict(apply_overrides(base_raw, overrides, source), source)
-    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, out_dir=str(out_dir)))
-
-
-def run_one(run: Run, cfg: Config, run_settings: dict, data_root=None, command: str = "") -> dict:
-    """Train (resuming if a last.pt exists), evaluate on the report split, write run.json last; returns its content."""
-    out = Path(cfg.train.out_dir)
-    cpu_started, wall_started = time.process_time(), time.perf_counter()
-    info = {"name": run.name, "run": dataclasses.asdict(run), "settings": run_settings, "command": command,
-            "threads": torch.get_num_threads() if not cfg.train.threads else cfg.train.threads}
-    try:
-        result = train(cfg, data_root=data_root, resume=(out / "last.pt").is_file(), progress=False)
-    except FloatingPointError as error:  # a diverged run is a result too: record it instead of retrying forever
-        info.update(failed=str(error), cpu_s=time.process_time() - cpu_started, wall_s=time.perf_counter() - wall_started)
-        log.warning("%s diverged: %s", run.name, error)
-    else:
-        checkpoint = result[REPORTED[run.dataset]]
-        report = evaluate(checkpoint, cfg.data, REPORT_SPLITS[run.dataset], out / "eval", data_root=data_root,
-                          seed=cfg.train.seed)
-        info.update(checkpoint=REPORTED[run.dataset], split=REPORT_SPLITS[run.dataset], epochs=result["epochs"],
-                    steps=result["steps"], best_val_acc=result["best_val_acc"], train_seconds=result["seconds"],
-                    accuracy=report["accuracy"], macro_f1=report["macro_f1"],
-                    balanced_accuracy=report["balanced_accuracy"], n_samples=report["n_samples"],
-                    cpu_s=time.process_time() - cpu_started, wall_s=time.perf_counter() - wall_started)
-    (out / "run.json").write_text(json.dumps(info, indent=2))
-    return info
-
-
-def collect(root: str | Path) -> list[dict]:
-    """run.json of every finished run under root, sorted by name, with the per-class recall of its eval/report.json."""
-    rows = []
-    for path in Path(root).rglob("run.json"):
-        row = json.loads(path.read_text())
-        report = path.parent / "eval" / "report.json"
-        if report.is_file():
-            per_class = json.loads(report.read_text())["per_class"]
-            row["recall"] = {name: values["recall"] for name, values in per_class.items()}
-        rows.append(row)
-    return sorted(rows, key=lambda row: row["name"])
-
-
-def copy_records(root: str | Path, dest: str | Path) -> int:
-    """Copy each finished run's run.json and eval/report.json (a few kB, no weights) from root to dest, same layout.
-
-    dest can be committed: results_markdown(collect(dest)) then rebuilds the results without the training runs.
-    Returns the number of runs copied.
-    """
-    root, dest = Path(root), Path(dest)
-    count = 0
-    for path in sorted(root.rglob("run.json")):
-        run_dir = path.parent.relative_to(root)
-        for name in ("run.json", "eval/report.json"):
-            source = root / run_dir / name
-            if source.is_file():
-                target = dest / run_dir / name
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(source.read_bytes())
-        count += 1
-    return count
-
-
 def _recall_table(dataset: str, groups: dict) -> list[str]:
     """Mean per-class recall over seeds for each Table 3 row: where a loss wins or loses, class by class."""
     return _recall_lines([(f"{_variant_label(loss, head).split(' [')[0]} | {head}",
@@ -218,98 +111,11 @@ def _recall_lines(labelled_rows: list[tuple[str, list[dict]]], header: str) -> l
     return lines + [""]
 
 
-def estimate_seconds(run: Run, finished: list[dict], epochs: int, max_per_class: int | None,
-                     images_per_s: float | None = None) -> float:
-    """Expected wall time of a run, from the finished runs of the same model where there are any.
-
-    Same dataset: their mean. Other datasets only: their mean time per training image, times this run's images.
-    Neither: images x epochs at images_per_s (default: a rough per-model speed) plus overhead.
-    """
-    def images(dataset):
-        return TRAIN_IMAGES[dataset] if not max_per_class else min(TRAIN_IMAGES[dataset], 7 * max_per_class)
-
-    model_rows = [row for row in finished if _model(row) == run.model and "failed" not in row]
-    same = [row["wall_s"] for row in model_rows if row["run"]["dataset"] == run.dataset]
-    if same:
-        return float(np.mean(same))
-    if model_rows:
-        return images(run.dataset) * float(np.mean([row["wall_s"] / images(row["run"]["dataset"]) for row in model_rows]))
-    return images(run.dataset) * epochs / (images_per_s or IMAGES_PER_S.get(run.model, 500.0)) + EVAL_OVERHEAD_S
-
-
-def _model(row: dict) -> str:
-    return row["run"].get("model", DEFAULT_MODEL)  # run.json files written before stronger models existed lack it
-
-
-def resumed(row: dict) -> bool:
-    """A resumed run's training clock (kept in its checkpoint) ran longer than the process that finished it."""
-    return row.get("train_seconds", 0.0) > row["wall_s"]
-
-
-def cpu_seconds(row: dict) -> float:
-    """CPU seconds of the whole run: a resumed run's record holds the finishing process's only, so the training time
-    before the resume is added: training clock minus that process's wall time, times its threads (short by that
-    process's loading and evaluation, some seconds)."""
-    before = (row["train_seconds"] - row["wall_s"]) * row.get("threads", 1) if resumed(row) else 0.0
-    return row["cpu_s"] + before
-
-
 def _sampling(row: dict) -> str:
-    return row["run"].get("sampling", "natural")  # likewise before balanced sampling existed
-
-
-def run_grid(runs: list[Run], base: str | Path, root: str | Path, epochs: int, max_per_class: int | None = None,
-             data_root=None, budget_minutes: float | None = None, threads: int = 0, command: str = "",
-             results_path: str | Path | None = None) -> list[dict]:
-    """Run what is not finished yet, in order, until done or the wall-clock budget would be exceeded.
-
-    After each run the results markdown is rewritten (if results_path). Returns the run.json rows of this call's runs.
-    """
-    import yaml
-
-    base, root = Path(base), Path(root)
-    base_raw = yaml.safe_load(base.read_text()) or {}
-    config_from_dict(base_raw, str(base))  # a bad base config fails here, not after hours
-    wanted = settings(base, epochs, max_per_class)
-    started, done = time.perf_counter(), []
-    for number, run in enumerate(runs, start=1):
-        out = root / run.name
-        if (out / "run.json").is_file():
-            previous = json.loads((out / "run.json").read_text())
-            if previous["settings"] != wanted:
-                raise ValueError(f"{out}/run.json was made with {previous['settings']}, this grid uses {wanted}; "
-                                 f"use another --root for other settings")
-            log.info("[%d/%d] %s: finished earlier, skipped", number, len(runs), run.name)
-            continue
-        finished = collect(root)
-        estimate = estimate_seconds(run, finished, epochs, max_per_class)
-        elapsed = time.perf_counter() - started
-        if budget_minutes is not None and elapsed + estimate > budget_minutes * 60:
-            log.info("budget: %.0f of %.0f min used, next run needs about %.0f min; stopping (rerun to continue)",
-                     elapsed / 60, budget_minutes, estimate / 60)
-            break
-        log.info("[%d/%d] %s: starting (about %.0f min)", number, len(runs), run.name, estimate / 60)
-        cfg = run_config(base_raw, run, epochs, out, max_per_class, threads, f"{base} for {run.name}")
-        info = run_one(run, cfg, wanted, data_root, command)
-        done.append(info)
-        log.info("[%d/%d] %s: accuracy %s, %.0f CPU-s, %.0f wall-s", number, len(runs), run.name,
-                 f"{info['accuracy']:.4f}" if "accuracy" in info else "n/a (diverged)", info["cpu_s"], info["wall_s"])
-        if results_path:
-            write_results(root, results_path)
-    return done
+    return row["run"].get("sampling", "natural")  # run.json files written before balanced sampling lack it
 
 
 # ------------------------------------------------------------------------------------------------------------ markdown
-
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else math.nan
-
-
-def _cell(values: list[float]) -> str:
-    if not values:
-        return "–"
-    mean, std = _mean_std(values)
-    return f"{100 * mean:.2f} ± {100 * std:.2f}" if len(values) > 1 else f"{100 * mean:.2f}"
 
 
 def _groups(rows: list[dict]) -> dict:
@@ -321,14 +127,6 @@ def _groups(rows: list[dict]) -> dict:
     return groups
 
 
-def _row_cells(rows: list[dict]) -> list[str]:
-    ok = [row for row in rows if "failed" not in row]
-    failed = len(rows) - len(ok)
-    seeds = ", ".join(str(row["run"]["seed"]) for row in ok) + (f" (+{failed} diverged)" if failed else "")
-    return [seeds or "–", _cell([row["accuracy"] for row in ok]), _cell([row["macro_f1"] for row in ok]),
-            _cell([row["balanced_accuracy"] for row in ok])]
-
-
 def _variant_label(loss: str, head: str) -> str:
     return {"softmax": "softmax", "center": "softmax + center", "island": "softmax + island",
             "cosine_distance": "cosine-distance (AM-Softmax + island)"}[loss] + f" [{head} head]"
@@ -336,10 +134,6 @@ def _variant_label(loss: str, head: str) -> str:
 
 def _seeds(n: int) -> str:
     return f"{n} seed" + ("s" if n != 1 else "")
-
-
-def _metric(rows: list[dict], key: str) -> list[float]:
-    return [row[key] for row in rows if "failed" not in row]
 
 
 def _reading(groups: dict, datasets: list[str]) -> list[str]:
@@ -350,55 +144,32 @@ def _reading(groups: dict, datasets: list[str]) -> list[str]:
         reference = groups.get((dataset, "cosine_distance", "cosine", REFERENCE_SCALE, REFERENCE_MARGIN), [])
         others = {(loss, head): groups.get((dataset, loss, head, REFERENCE_SCALE, REFERENCE_MARGIN), [])
                   for loss, head in TABLE3_VARIANTS if loss != "cosine_distance"}
-        others = {key: rows for key, rows in others.items() if _metric(rows, "accuracy")}
+        others = {key: rows for key, rows in others.items() if metric(rows, "accuracy")}
         title = DATASET_TITLES[dataset]
-        if not _metric(reference, "accuracy") or not others:
+        if not metric(reference, "accuracy") or not others:
             sentences.append(f"{title}: not enough finished runs to compare cosine-distance with the other losses yet.")
             continue
-        (loss, head), best = max(others.items(), key=lambda item: np.mean(_metric(item[1], "accuracy")))
-        acc, best_acc = _metric(reference, "accuracy"), _metric(best, "accuracy")
-        f1, best_f1 = _metric(reference, "macro_f1"), _metric(best, "macro_f1")
+        (loss, head), best = max(others.items(), key=lambda item: np.mean(metric(item[1], "accuracy")))
+        acc, best_acc = metric(reference, "accuracy"), metric(best, "accuracy")
+        f1, best_f1 = metric(reference, "macro_f1"), metric(best, "macro_f1")
         sentences.append(f"{title}: cosine-distance (s = {REFERENCE_SCALE:g}, m = {REFERENCE_MARGIN:g}) reaches "
-                         f"{_cell(acc)} % accuracy ({_seeds(len(acc))}) against {_cell(best_acc)} % for the best "
+                         f"{cell(acc)} % accuracy ({_seeds(len(acc))}) against {cell(best_acc)} % for the best "
                          f"other loss, {_variant_label(loss, head)} ({_seeds(len(best_acc))}): "
-                         f"{_difference(acc, best_acc)}; macro-F1 {_cell(f1)} % against {_cell(best_f1)} %: "
-                         f"{_difference(f1, best_f1)}.")
+                         f"{difference(acc, best_acc)}; macro-F1 {cell(f1)} % against {cell(best_f1)} %: "
+                         f"{difference(f1, best_f1)}.")
         margins = sorted(key for key in groups if key[:4] == (dataset, "cosine_distance", "cosine", REFERENCE_SCALE)
-                         and _metric(groups[key], "accuracy"))
+                         and metric(groups[key], "accuracy"))
         if len(margins) > 1:
             low, high = groups[margins[0]], groups[margins[-1]]
             sentences.append(f"{title}, margin grid: from m = {margins[0][4]:g} to m = {margins[-1][4]:g} accuracy goes "
-                             f"from {_cell(_metric(low, 'accuracy'))} to {_cell(_metric(high, 'accuracy'))} % and "
-                             f"macro-F1 from {_cell(_metric(low, 'macro_f1'))} to {_cell(_metric(high, 'macro_f1'))} %.")
+                             f"from {cell(metric(low, 'accuracy'))} to {cell(metric(high, 'accuracy'))} % and "
+                             f"macro-F1 from {cell(metric(low, 'macro_f1'))} to {cell(metric(high, 'macro_f1'))} %.")
     return sentences
-
-
-def _difference(reference: list[float], other: list[float]) -> str:
-    """'+1.23 pp, <how that compares with the seed spread>' for mean(reference) - mean(other)."""
-    ref_mean, ref_std = _mean_std(reference)
-    other_mean, other_std = _mean_std(other)
-    delta = 100 * (ref_mean - other_mean)
-    spread = 100 * max(ref_std, other_std)
-    if math.isnan(spread):
-        verdict = "with a single seed on one side the seed spread is unknown, so this says nothing yet"
-    elif abs(delta) > 2 * spread:
-        verdict = f"more than twice the larger seed standard deviation ({spread:.2f} pp)"
-    elif abs(delta) > spread:
-        verdict = f"larger than the seed standard deviation ({spread:.2f} pp) but less than twice it"
-    else:
-        verdict = f"within the seed standard deviation ({spread:.2f} pp), i.e. no measurable effect"
-    return f"{delta:+.2f} pp, {verdict}"
-
-
-def _against(rows: list[dict], reference: list[dict], metrics) -> str:
-    """'accuracy 70.00 ± 1.00 % against 68.00 ± 0.50 %: +2.00 pp, <verdict>; macro-F1 ...' for each (name, key)."""
-    return "; ".join(f"{name} {_cell(_metric(rows, key))} % against {_cell(_metric(reference, key))} %: "
-                     f"{_difference(_metric(rows, key), _metric(reference, key))}" for name, key in metrics)
 
 
 def _stronger_models(rows: list[dict]) -> list[str]:
     """Table and one sentence per (dataset, model) for the endpoint runs on models other than mini-Xception."""
-    models = sorted({_model(row) for row in rows})
+    models = sorted({model_of(row) for row in rows})
     if not models:
         return []
     lines = ["## Table 3 endpoints on stronger models", "",
@@ -407,7 +178,7 @@ def _stronger_models(rows: list[dict]) -> list[str]:
     sentences = []
     for dataset in REPORTED:
         for model in models:
-            found = {(loss, head): [row for row in rows if _model(row) == model and row["run"]["dataset"] == dataset
+            found = {(loss, head): [row for row in rows if model_of(row) == model and row["run"]["dataset"] == dataset
                                     and (row["run"]["loss"], row["run"]["head"]) == (loss, head)]
                      for loss, head in ENDPOINT_VARIANTS}
             if not any(found.values()):
@@ -415,13 +186,13 @@ def _stronger_models(rows: list[dict]) -> list[str]:
             lines += [f"### {DATASET_TITLES[dataset]} ({SPLIT_TITLES[dataset]}), {model}", "",
                       "| loss | head | seeds | accuracy | macro-F1 | balanced accuracy |",
                       "| --- | --- | --- | ---: | ---: | ---: |"]
-            lines += [f"| {_variant_label(loss, head).split(' [')[0]} | {head} | " + " | ".join(_row_cells(r)) + " |"
+            lines += [f"| {_variant_label(loss, head).split(' [')[0]} | {head} | " + " | ".join(row_cells(r)) + " |"
                       for (loss, head), r in found.items() if r]
             lines.append("")
             cosine, softmax = found[ENDPOINT_VARIANTS[1]], found[ENDPOINT_VARIANTS[0]]
-            if _metric(cosine, "accuracy") and _metric(softmax, "accuracy"):
+            if metric(cosine, "accuracy") and metric(softmax, "accuracy"):
                 sentences.append(f"{DATASET_TITLES[dataset]}, {model}, cosine-distance against softmax: "
-                                 + _against(cosine, softmax, COMPARED_METRICS) + ".")
+                                 + against(cosine, softmax, COMPARED_METRICS) + ".")
     return lines + sentences + [""] if sentences else lines
 
 
@@ -448,17 +219,17 @@ def _balanced_sampling(natural: list[dict], balanced: list[dict]) -> list[str]:
                   "| --- | --- | --- | --- | ---: | ---: | ---: |"]
         labelled = [(f"{_variant_label(loss, head).split(' [')[0]} | {head} | {sampling}", rows)
                     for (loss, head, sampling), rows in found.items() if rows]
-        lines += [f"| {label} | " + " | ".join(_row_cells(rows)) + " |" for label, rows in labelled]
+        lines += [f"| {label} | " + " | ".join(row_cells(rows)) + " |" for label, rows in labelled]
         lines += [""] + _recall_lines(labelled, "loss | head | sampling")
         for loss, head in variants:
             before, after = found[(loss, head, "natural")], found[(loss, head, "balanced")]
-            if _metric(before, "accuracy") and _metric(after, "accuracy"):
+            if metric(before, "accuracy") and metric(after, "accuracy"):
                 sentences.append(f"{DATASET_TITLES[dataset]}, {_variant_label(loss, head)}, balanced against natural "
-                                 "sampling: " + _against(after, before, BALANCED_METRICS) + ".")
+                                 "sampling: " + against(after, before, BALANCED_METRICS) + ".")
         cosine = found.get(("cosine_distance", "cosine", "balanced"), [])
         softmax = next((found[(loss, head, "balanced")] for loss, head in variants if loss == "softmax"), [])
-        if _metric(cosine, "accuracy") and _metric(softmax, "accuracy"):
-            parts = [f"{name} {_difference(_metric(cosine, key), _metric(softmax, key))}"
+        if metric(cosine, "accuracy") and metric(softmax, "accuracy"):
+            parts = [f"{name} {difference(metric(cosine, key), metric(softmax, key))}"
                      for name, key in BALANCED_METRICS]
             sentences.append(f"{DATASET_TITLES[dataset]}, both balanced, cosine-distance against softmax: "
                              + "; ".join(parts) + ".")
@@ -467,18 +238,18 @@ def _balanced_sampling(natural: list[dict], balanced: list[dict]) -> list[str]:
 
 def results_markdown(rows: list[dict], root: str | Path = "runs/ablation", longer: list[str] = ()) -> str:
     """longer: the section on the loss at a longer schedule (fer.loss_question), in place of the pointer to it."""
-    stronger = [row for row in rows if _model(row) != DEFAULT_MODEL]
-    balanced = [row for row in rows if _model(row) == DEFAULT_MODEL and _sampling(row) == "balanced"]
-    natural = [row for row in rows if _model(row) == DEFAULT_MODEL and _sampling(row) == "natural"]
+    stronger = [row for row in rows if model_of(row) != DEFAULT_MODEL]
+    balanced = [row for row in rows if model_of(row) == DEFAULT_MODEL and _sampling(row) == "balanced"]
+    natural = [row for row in rows if model_of(row) == DEFAULT_MODEL and _sampling(row) == "natural"]
     groups = _groups(natural)
     datasets = [d for d in REPORTED if any(key[0] == d for key in groups)]
     all_settings = {json.dumps(row["settings"], sort_keys=True) for row in rows}
-    commands = sorted({row["command"] for row in rows if row.get("command")})
+    commands = sorted({shown_command(row["command"]) for row in rows if row.get("command")})
     cpu, wall = sum(cpu_seconds(row) for row in rows), sum(row["wall_s"] for row in rows)
     lines = ["# Results: loss ablation on mini-Xception (paper Tables 1-3)" + (", endpoints on stronger models"
                                                                               if stronger else ""), "",
-             f"Generated by `fer.ablation.write_results` from {len(rows)} finished run(s) under `{root}`; do not edit by "
-             "hand. Rerun the command(s) below (finished runs are skipped) or `python benchmarks/ablate.py --results-only`"
+             f"Generated by `studies/ablation.py` from {len(rows)} finished run(s) under `{root}`; do not edit by "
+             "hand. Rerun the command(s) below (finished runs are skipped) or `python studies/ablation.py --results-only`"
              + (" (with `--longer-root docs/runs/recipe/curve-45ep` for the last section)." if longer else "."), ""]
     if not rows:
         return "\n".join(lines + ["No finished runs yet.", ""])
@@ -497,8 +268,8 @@ def results_markdown(rows: list[dict], root: str | Path = "runs/ablation", longe
                      "works, they say nothing about the losses.**")
     per_dataset = []
     for dataset in REPORTED:
-        for model in sorted({_model(row) for row in rows}, key=lambda m: (m != DEFAULT_MODEL, m)):
-            these = [row for row in rows if row["run"]["dataset"] == dataset and _model(row) == model]
+        for model in sorted({model_of(row) for row in rows}, key=lambda m: (m != DEFAULT_MODEL, m)):
+            these = [row for row in rows if row["run"]["dataset"] == dataset and model_of(row) == model]
             if these:
                 per_dataset.append(f"{DATASET_TITLES[dataset]} {model} {np.mean([cpu_seconds(r) for r in these]):.0f} "
                                    f"CPU-s ({np.mean([r['wall_s'] for r in these]):.0f} wall-s)")
@@ -523,7 +294,7 @@ def results_markdown(rows: list[dict], root: str | Path = "runs/ablation", longe
                 name = _variant_label(loss, head).split(" [")[0]
                 if loss == "cosine_distance":
                     name += f", s = {REFERENCE_SCALE:g}, m = {REFERENCE_MARGIN:g}"
-                lines.append(f"| {name} | {head} | " + " | ".join(_row_cells(found)) + " |")
+                lines.append(f"| {name} | {head} | " + " | ".join(row_cells(found)) + " |")
         lines.append("")
         lines += _recall_table(dataset, groups)
 
@@ -539,7 +310,7 @@ def results_markdown(rows: list[dict], root: str | Path = "runs/ablation", longe
             values = ", ".join(f"{key[index[axis]]:g}" for key in keys)
             lines += [f"### {DATASET_TITLES[dataset]}: {axis} grid run: {values}", "",
                       f"| {axis} | seeds | accuracy | macro-F1 | balanced accuracy |", "| ---: | --- | ---: | ---: | ---: |"]
-            lines += [f"| {key[index[axis]]:g} | " + " | ".join(_row_cells(groups[key])) + " |" for key in keys]
+            lines += [f"| {key[index[axis]]:g} | " + " | ".join(row_cells(groups[key])) + " |" for key in keys]
             lines.append("")
         if lines[-2].startswith("## Table"):
             lines += ["Not run yet (needs at least two values of the grid).", ""]
@@ -554,7 +325,7 @@ def results_markdown(rows: list[dict], root: str | Path = "runs/ablation", longe
               "are lower than published ones and the ranking may change with longer training.", ""]
     lines += list(longer) or ["Softmax against cosine-distance at 45 epochs (3x this schedule), with the class-aware-"
                               "margin and deferred-re-balancing variants: `docs/recipe.md`, section Schedule length "
-                              "(`benchmarks/recipe.py --curve 45`).", ""]
+                              "(`studies/recipe.py --curve 45`).", ""]
     return "\n".join(lines)
 
 
@@ -562,14 +333,11 @@ def longer_schedule(longer_root: str | Path | None) -> list[str]:
     """The loss question's section from the recipe study's runs of one schedule length under longer_root ([] if None)."""
     if longer_root is None:
         return []
-    from fer.loss_question import longer_schedule_markdown  # imported here: it builds on this module's helpers
     rows = collect(longer_root)
     epochs = sorted({row["settings"]["epochs"] for row in rows})
     if len(epochs) > 1:
         raise ValueError(f"{longer_root}: runs of several schedule lengths ({epochs}); give one curve-<N>ep folder")
-    shown = Path(longer_root).resolve()  # the page names the records as the repository does, wherever it is built
-    shown = shown.relative_to(REPO_ROOT).as_posix() if shown.is_relative_to(REPO_ROOT) else str(longer_root)
-    return longer_schedule_markdown(rows, epochs[0], shown) if rows else []
+    return longer_schedule_markdown(rows, epochs[0], shown_path(longer_root)) if rows else []
 
 
 def write_results(root: str | Path, path: str | Path, longer_root: str | Path | None = None) -> str:
@@ -577,3 +345,71 @@ def write_results(root: str | Path, path: str | Path, longer_root: str | Path | 
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(text)
     return text
+
+
+def numbers(kind):
+    return lambda text: tuple(kind(part) for part in text.split(",") if part.strip())
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--root", default="runs/ablation", help="one folder per run below this")
+    p.add_argument("--base", default="configs/fer2013_mini_xception_cosine.yaml",
+                   help="base config: augmentation, optimiser, schedule, batch size shared by every run")
+    p.add_argument("--datasets", type=lambda t: tuple(t.split(",")), default=("rafdb", "fer2013"))
+    p.add_argument("--seeds", type=numbers(int), default=(0, 1, 2))
+    p.add_argument("--tables", type=numbers(int), default=(1, 2, 3), help="3: losses, 1: margin grid, 2: scale grid")
+    p.add_argument("--margins", type=numbers(float), default=DEFAULT_MARGINS, help="Table 1 grid at s = 10")
+    p.add_argument("--scales", type=numbers(float), default=DEFAULT_SCALES, help="Table 2 grid at m = 0.35")
+    p.add_argument("--softmax-heads", type=lambda t: tuple(t.split(",")), default=("keras", "linear"))
+    p.add_argument("--stronger-models", type=lambda t: tuple(m for m in t.split(",") if m), default=(),
+                   help="also run Table 3's endpoints (softmax vs cosine-distance) on these models, e.g. resnet_small")
+    p.add_argument("--balanced-sampling", action="store_true",
+                   help="also run softmax and cosine-distance on mini-Xception with class-balanced sampling (Table 3)")
+    p.add_argument("--epochs", type=int, default=30, help="epochs per run (the same for every run)")
+    p.add_argument("--max-per-class", type=int, help="cap training images per class (smoke runs)")
+    p.add_argument("--only", help="run only the runs whose name contains this text, e.g. 'rafdb/' or 'seed0'")
+    p.add_argument("--budget-minutes", type=float, help="do not start a run that would end after this much wall time")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
+    p.add_argument("--data-root", help="data root (default: env FER_DATA, else ./data)")
+    p.add_argument("--results", default="docs/results.md", help="markdown written after every run")
+    p.add_argument("--results-only", action="store_true", help="only rewrite the results markdown")
+    p.add_argument("--longer-root", help="the recipe study's runs at a longer schedule (one curve-<N>ep folder, e.g. "
+                   "docs/runs/recipe/curve-45ep): adds the loss at that length to the results")
+    p.add_argument("--copy-records", metavar="DIR",
+                   help="after the runs, copy each run's run.json and eval/report.json to DIR (to commit them)")
+    p.add_argument("--dry-run", action="store_true", help="list the runs still to do and their estimated time")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)
+
+    if args.results_only:
+        if args.copy_records:
+            copy_records(args.root, args.copy_records)
+        write_results(args.root, args.results, args.longer_root)
+        print(f"wrote {args.results} from {len(collect(args.root))} finished run(s) under {args.root}")
+        return 0
+    runs = grid(args.datasets, args.seeds, args.tables, args.margins, args.scales, args.softmax_heads,
+                         args.stronger_models, args.balanced_sampling)
+    if args.only:
+        runs = [run for run in runs if args.only in run.name]
+    if args.dry_run:
+        finished = collect(args.root)
+        done = {row["name"] for row in finished}
+        todo = [run for run in runs if run.name not in done]
+        seconds = [estimate_seconds(run, finished, args.epochs, args.max_per_class) for run in todo]
+        for run, s in zip(todo, seconds):
+            print(f"{run.name:55s} ~{s / 60:5.1f} min")
+        print(f"{len(todo)} of {len(runs)} runs to do, about {sum(seconds) / 3600:.1f} wall-hours")
+        return 0
+    command = "python studies/ablation.py " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
+    run_grid(runs, args.base, args.root, args.epochs, args.max_per_class, args.data_root, args.budget_minutes,
+             args.threads, command, after_each=lambda: write_results(args.root, args.results))
+    if args.copy_records:
+        copy_records(args.root, args.copy_records)
+    write_results(args.root, args.results, args.longer_root)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
