@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from fer.models import MODELS, create_model
+from fer.models import MIN_INPUT_SIZE, MODELS, create_model
 
 TRAINABLE = lambda model: sum(p.numel() for p in model.parameters() if p.requires_grad)  # noqa: E731
 
@@ -36,7 +36,8 @@ def test_mini_xception_intermediate_sizes(size, expected):
 def test_shapes_finite_and_every_parameter_gets_a_gradient(name, head):
     torch.manual_seed(0)
     model = create_model(name, 7, head=head).to(memory_format=torch.channels_last)
-    x = torch.randn(4, 1, 48, 48).contiguous(memory_format=torch.channels_last)
+    size = max(48, MIN_INPUT_SIZE.get(name, 0))
+    x = torch.randn(4, 1, size, size).contiguous(memory_format=torch.channels_last)
     embeddings, outputs = model.forward_both(x)
     assert embeddings.shape == (4, model.embedding_dim) and outputs.shape == (4, 7)
     assert torch.isfinite(outputs).all()
@@ -76,11 +77,15 @@ def test_stem_takes_three_channels_and_only_the_first_convolution_grows():
 
 @pytest.mark.parametrize("name", MODELS)
 @pytest.mark.parametrize("channels", [1, 3])
-@pytest.mark.parametrize("size", [40, 48, 64, 100, 112])
+@pytest.mark.parametrize("size", [40, 48, 64, 100, 112, 150])
 def test_every_model_takes_every_input_size_and_channel_count(name, channels, size):
     torch.manual_seed(0)
     model = create_model(name, 7, head="cosine", in_channels=channels).eval().to(memory_format=torch.channels_last)
     x = torch.randn(2, channels, size, size).contiguous(memory_format=torch.channels_last)
+    if size < MIN_INPUT_SIZE.get(name, 0):
+        with pytest.raises(ValueError, match=f"at least {MIN_INPUT_SIZE[name]} px"):
+            model(x)
+        return
     embeddings, outputs = model.forward_both(x)
     assert embeddings.shape == (2, model.embedding_dim) and outputs.shape == (2, 7), (size, channels)
     assert torch.isfinite(embeddings).all() and torch.isfinite(outputs).all()
@@ -88,8 +93,8 @@ def test_every_model_takes_every_input_size_and_channel_count(name, channels, si
         model(torch.randn(2, 4 - channels, size, size))
 
 
-@pytest.mark.parametrize("name", MODELS)
-@pytest.mark.parametrize("size", [40, 64, 112])
+@pytest.mark.parametrize("name, size", [(name, size) for name in MODELS for size in (40, 64, 112, 150)
+                                        if MIN_INPUT_SIZE.get(name, 0) <= size and (size < 150 or name in MIN_INPUT_SIZE)])
 def test_channels_last_backward_at_every_size(name, size):
     """Training runs channels-last; at 60 px and up a oneDNN crash in mini-Xception's strided shortcut is avoided."""
     torch.manual_seed(0)
@@ -123,7 +128,8 @@ def resized(faces, size: int, channels: int) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("name, size, channels", [("mini_xception", 48, 1), ("mini_xception", 100, 3),
-                                                  ("resnet_small", 64, 1), ("resnet_medium", 48, 3)])
+                                                  ("resnet_small", 64, 1), ("resnet_medium", 48, 3),
+                                                  ("face_resnet", 112, 3), ("face_resnet", 150, 1)])
 def test_folding_batch_norm_keeps_the_outputs_and_removes_every_batch_norm(real_faces, name, size, channels):
     from fer.models.fold import fold_batchnorm
 
