@@ -79,13 +79,14 @@ def add_evaluate(sub):
 
 def cmd_evaluate(args) -> int:
     from fer.config import DataConfig
-    from fer.evaluate import evaluate, format_summary, parse_class_map, parse_names
+    from fer.evaluate import EvalOptions, evaluate, format_summary, parse_class_map, parse_names
 
     data_cfg = DataConfig(dataset=args.dataset, path=args.data, class_map=parse_class_map(args.class_map))
-    report = evaluate(args.checkpoint, data_cfg, args.split, args.out, data_root=args.data_root, tta_mode=args.tta,
-                      dedup_clean=args.dedup_clean, exclude_classes=parse_names(args.exclude_classes),
-                      allow_skipped=args.allow_skipped, detect_faces=args.detect_faces, batch_size=args.batch_size,
-                      projection=args.projection, backend=args.backend, device=args.device)
+    options = EvalOptions(data_root=args.data_root, tta_mode=args.tta, dedup_clean=args.dedup_clean,
+                          exclude_classes=parse_names(args.exclude_classes), allow_skipped=args.allow_skipped,
+                          detect_faces=args.detect_faces, batch_size=args.batch_size, projection=args.projection,
+                          backend=args.backend, device=args.device)
+    report = evaluate(args.checkpoint, data_cfg, args.split, args.out, options)
     print(format_summary(report))
     print(f"report: {args.out}/report.json, report.md, confusion.png, embeddings.png")
     return 0

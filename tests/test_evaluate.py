@@ -17,8 +17,8 @@ from sklearn.metrics import (accuracy_score, balanced_accuracy_score, confusion_
 from fer.config import DataConfig, config_from_dict
 from fer.data.paths import REPO_ROOT, data_root, shared_root
 from fer.data.readers import FaceSet
-from fer.evaluate import (NO_FACE, completeness_problems, compute_metrics, evaluate, evaluate_after_training,
-                          map_classes, parse_class_map)
+from fer.evaluate import (NO_FACE, EvalOptions, completeness_problems, compute_metrics, evaluate,
+                          evaluate_after_training, map_classes, parse_class_map)
 from fer.labels import FER2013_CLASSES, FERPLUS_CLASSES
 
 FER2013 = data_root() / "fer2013"
@@ -257,3 +257,11 @@ def test_onnx_backends_report_what_torch_reports(checkpoint, mapped_tree, tmp_pa
         assert reports[name]["confusion_matrix"]["counts"] == reports["torch"]["confusion_matrix"]["counts"]
         assert (tmp_path / name / "embeddings.png").is_file()
     assert reports["cv"]["checkpoint"]["path"] == str(onnx_path.resolve())
+
+
+def test_options_refuse_unknown_values_and_keep_exclusions_as_a_tuple():
+    with pytest.raises(ValueError, match="unknown TTA mode 'spin'"):
+        EvalOptions(tta_mode="spin")
+    with pytest.raises(ValueError, match="unknown projection 'umap'"):
+        EvalOptions(projection="umap")
+    assert EvalOptions(exclude_classes=["contempt"]).exclude_classes == ("contempt",)

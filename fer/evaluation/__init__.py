@@ -1,0 +1,1 @@
+"""Evaluation in parts: faces (reading and class mapping), metrics, report; fer.evaluate runs them."""
