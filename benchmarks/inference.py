@@ -35,7 +35,7 @@ from fer.face.detect import FaceDetector  # noqa: E402
 from fer.inference import Classifier  # noqa: E402
 from fer.labels import FER2013_CLASSES  # noqa: E402
 from fer.live import run_live  # noqa: E402
-from fer.models import MODELS, create_model  # noqa: E402
+from fer.models import MIN_INPUT_SIZE, MODELS, create_model  # noqa: E402
 
 SHARED = Path(os.environ.get("FER_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 DATA = Path(os.environ.get("FER_DATA", SHARED / "data"))
@@ -58,10 +58,11 @@ def row(name: str, backend: str, one, batch, repeats: int, batch_repeats: int) -
 
 def untrained_classifier(architecture: str, backend: str, threads: int):
     """An untrained cosine-head model of one architecture behind the given backend (for speed only)."""
+    size = MIN_INPUT_SIZE.get(architecture, 48)  # face_resnet takes >= 112 px faces
     model = create_model(architecture, len(FER2013_CLASSES), head="cosine").eval()
-    spec = model_spec(architecture, len(FER2013_CLASSES), "cosine", 1, 48, 10.0)
+    spec = model_spec(architecture, len(FER2013_CLASSES), "cosine", 1, size, 10.0)
     if backend == "torch":
-        return Classifier(model, FER2013_CLASSES, 48, 10.0)
+        return Classifier(model, FER2013_CLASSES, size, 10.0)
     data = onnx_bytes(model, spec, FER2013_CLASSES)
     if backend == "onnxruntime":
         return OnnxRuntimeClassifier(data, read_onnx(data, architecture), num_threads=threads)
@@ -149,8 +150,11 @@ def main() -> None:
     for architecture in args.architectures:
         for backend in args.backends:
             classifier = untrained_classifier(architecture, backend, args.threads)
-            print(row(f"{architecture} (untrained, speed only)", backend, lambda: classifier.predict(faces[:1]),
-                      lambda: classifier.predict(faces), args.repeats, args.batch_repeats), flush=True)
+            size = classifier.input_size
+            sized = faces if size == faces.shape[1] else np.stack([cv2.resize(f, (size, size)) for f in faces])
+            print(row(f"{architecture} (untrained, speed only{'' if size == 48 else f', {size} px'})", backend,
+                      lambda: classifier.predict(sized[:1]), lambda: classifier.predict(sized), args.repeats,
+                      args.batch_repeats), flush=True)
     for line in peer_rows(faces, args):
         print(line, flush=True)
     if not args.no_live:

@@ -249,12 +249,73 @@ def cmd_fetch_backbone(args) -> int:
     return 0
 
 
+def add_serve(sub):
+    p = sub.add_parser("serve", help="HTTP/WebSocket server with a webcam page (extra [serve]): POST /v1/predict, "
+                       "WS /v1/live, GET /v1/models, /healthz, /docs")
+    add_detector_options(p)
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; any other needs a token)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: a free one)")
+    p.add_argument("--token", help="require this token on every request and WebSocket (else env FER_SERVE_TOKEN)")
+    p.add_argument("--workers", type=int, help="inference threads (default: one per core)")
+    p.add_argument("--no-batching", action="store_true", help="classify each request alone (no dynamic batching)")
+    p.add_argument("--batch-window-ms", type=float, default=3.0, help="how long a batch waits for more faces")
+    p.add_argument("--max-body-mb", type=float, default=10.0, help="larger uploads and frames are refused (413)")
+    p.add_argument("--detect-every", type=int, default=2, help="WebSocket streams: detector every k-th frame (as live)")
+    p.add_argument("--smoothing", default="ema:0.3", help="WebSocket streams: probability smoothing (as live)")
+    p.set_defaults(handler=cmd_serve)
+
+
+def cmd_serve(args) -> int:
+    try:
+        from fer.serve.engine import Engine
+        from fer.serve.server import resolve_token, serve
+    except ImportError as error:
+        raise ValueError(f"serve needs the [serve] extra ({error.name} is missing): pip install 'fer-toolkit[serve]'") \
+            from None
+    if args.device == "auto":  # one CPU thread per worker; a GPU serves batches through the same batcher
+        import torch
+
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    resolve_token(args.host, args.token)  # refuse an open bind before the model loads
+    engine = Engine(args.checkpoint or "default", backend=args.backend, detector=args.detector,
+                    yunet_model=args.yunet_model, device=args.device, workers=args.workers,
+                    batching=not args.no_batching, batch_window_s=args.batch_window_ms / 1000.0,
+                    detect_every=args.detect_every, smoothing=args.smoothing)
+    serve(engine, args.host, args.port, args.token, max_body_bytes=int(args.max_body_mb * 2**20), log_level="info")
+    return 0
+
+
+def add_analyze(sub):
+    p = sub.add_parser("analyze", help="video report: per-frame CSV, per-track summary (JSON, Markdown), PNG timelines")
+    p.add_argument("video", help="a video file")
+    p.add_argument("--out", required=True, help="report folder")
+    add_detector_options(p)
+    p.add_argument("--detect-every", type=int, default=2, help="run the detector every k-th frame (as live)")
+    p.add_argument("--smoothing", default="ema:0.3", help="per-face probability smoothing (as live)")
+    p.add_argument("--min-track-s", type=float, default=0.5, help="tracks seen for less get no timeline PNG")
+    p.add_argument("--max-frames", type=int, help="stop after this many frames")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(handler=cmd_analyze)
+
+
+def cmd_analyze(args) -> int:
+    from fer.video_report import analyze_video
+
+    classifier, detector = load_classifier_and_detector(args, max_side=480, num_threads=1)  # as live
+    summary = analyze_video(args.video, args.out, classifier, detector, detect_every=args.detect_every,
+                            smoothing=args.smoothing, min_track_s=args.min_track_s, max_frames=args.max_frames,
+                            progress=not args.no_progress)
+    print(f"{summary['frames']} frames, {len(summary['tracks'])} track(s), dominant {summary['dominant']}; report: "
+          f"{args.out}/summary.md, summary.json, frames.csv" + "".join(f", {n}" for n in summary["timelines"]))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fer", description="Facial expression recognition: preprocess, train, evaluate, "
                                      "predict and live classification.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (add_train, add_predict, add_preprocess, add_live, add_export, add_evaluate):
+    for add in (add_train, add_predict, add_preprocess, add_live, add_export, add_evaluate, add_serve, add_analyze):
         add(sub)
     add_fetch_backbone(sub)
     return parser

@@ -177,3 +177,17 @@ def test_stride_two_geometry_matches_dlib(size, final_side):
         assert sides == [35] * 4 + [17] * 4 + [8] * 3 + [4] * 3 + [2], sides
     with pytest.raises(ValueError, match="at least 112 px"):
         model(torch.zeros(1, 3, 111, 111))
+
+
+def test_a_face_resnet_checkpoint_rebuilds_from_its_spec(tmp_path):
+    from fer.checkpoint import atomic_save, load_model, model_spec
+
+    torch.manual_seed(0)
+    model = create_model("face_resnet", 7, head="cosine", in_channels=3).eval()
+    spec = model_spec("face_resnet", 7, "cosine", 1, 150, 10.0, channels=3)
+    atomic_save({"state_dict": model.state_dict(), "model_spec": spec, "class_names": list("abcdefg"), "config": {},
+                 "metrics": {}}, tmp_path / "face.pt")
+    rebuilt, _ = load_model(tmp_path / "face.pt")
+    x = torch.randn(2, 3, 150, 150)
+    with torch.no_grad():
+        assert torch.equal(rebuilt.forward_both(x)[1], model.forward_both(x)[1])
