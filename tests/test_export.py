@@ -95,16 +95,16 @@ def test_onnx_path_as_checkpoint_gives_the_same_probabilities(tmp_path, real_fac
     assert Path(from_file.checkpoint["path"]) == path and from_file.checkpoint["config"]["data"]["dataset"] == "rafdb"
 
 
-def test_readme_serving_snippet_runs(tmp_path, real_faces, monkeypatch, capsys):
-    """The README's onnxruntime serving snippet, run as written on an exported model and a real aligned face."""
-    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+def test_docs_serving_snippet_runs(tmp_path, real_faces, monkeypatch, capsys):
+    """docs/export.md's onnxruntime serving snippet, run as written on an exported model and a real aligned face."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "export.md").read_text()
     start, end = text.index("<!-- serving:start -->"), text.index("<!-- serving:end -->")
     snippet = text[start:end].split("```python\n", 1)[1].rsplit("```", 1)[0]
     export_onnx("fer2013", tmp_path / "fer2013.onnx")
     face = real_faces[24]  # a FER2013 test face: already aligned the FER2013 way
     cv2.imwrite(str(tmp_path / "face.png"), face)
     monkeypatch.chdir(tmp_path)
-    exec(compile(snippet, "README.md serving snippet", "exec"), {"__name__": "serving_snippet"})
+    exec(compile(snippet, "docs/export.md serving snippet", "exec"), {"__name__": "serving_snippet"})
     printed = capsys.readouterr().out.split()
     expected = Classifier.load("fer2013").predict(face[None])[0]
     assert printed[0] == FER2013_CLASSES[int(expected.argmax())], (printed, expected)
