@@ -38,8 +38,8 @@ function probsSorted(face) {
 function drawFaces(ctx, faces, scale) {
   const line = Math.max(2, Math.round(ctx.canvas.width / 320));
   ctx.lineWidth = line;
-  ctx.font = `${Math.max(13, Math.round(ctx.canvas.width / 40))}px system-ui, sans-serif`;
   for (const face of faces) {
+    ctx.font = `${Math.max(13, Math.round(ctx.canvas.width / 40))}px system-ui, sans-serif`;
     const [x, y, w, h] = face.box.map((v) => v * scale);
     ctx.strokeStyle = COLOR;
     ctx.strokeRect(x, y, w, h);
@@ -52,16 +52,29 @@ function drawFaces(ctx, faces, scale) {
     ctx.fillRect(x - line / 2, ty, tw, th);
     ctx.fillStyle = "#fff";
     ctx.fillText(text, x + 4, ty + th - 6);
-    // a small bar per class under the box
-    const barW = Math.max(w, 90), rowH = Math.max(4, Math.round(th / 3));
-    probsSorted(face).forEach(([name, p], k) => {
-      const by = y + h + 3 + k * (rowH + 2);
-      ctx.fillStyle = "rgba(0,0,0,.45)";
-      ctx.fillRect(x, by, barW, rowH);
-      ctx.fillStyle = k === 0 ? COLOR : "rgba(255,255,255,.75)";
-      ctx.fillRect(x, by, barW * p, rowH);
-    });
+    drawBars(ctx, face, x, y + h + line, Math.max(w, 120));
   }
+}
+
+// One row per class (name, bar) on a dark panel under the box, or above it when the box touches the bottom.
+function drawBars(ctx, face, x, y, width) {
+  const rows = probsSorted(face), size = Math.max(10, Math.round(ctx.canvas.width / 70)), rowH = size + 4;
+  const panelH = rows.length * rowH + 6;
+  if (y + panelH > ctx.canvas.height) y = Math.max(0, ctx.canvas.height - panelH);
+  x = Math.min(x, ctx.canvas.width - width);
+  ctx.fillStyle = "rgba(17,17,17,.72)";
+  ctx.fillRect(x, y, width, panelH);
+  ctx.font = `${size}px system-ui, sans-serif`;
+  const labelW = Math.min(width * 0.45, ctx.measureText("surprise").width + 10);
+  rows.forEach(([name, p], k) => {
+    const ry = y + 3 + k * rowH;
+    ctx.fillStyle = "#fff";
+    ctx.fillText(name, x + 5, ry + size);
+    ctx.fillStyle = "rgba(255,255,255,.18)";
+    ctx.fillRect(x + labelW, ry + 3, width - labelW - 6, rowH - 6);
+    ctx.fillStyle = k === 0 ? COLOR : "rgba(255,255,255,.8)";
+    ctx.fillRect(x + labelW, ry + 3, (width - labelW - 6) * p, rowH - 6);
+  });
 }
 
 function renderList(listEl, faces) {
