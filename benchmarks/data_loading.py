@@ -2,8 +2,8 @@
 
     python benchmarks/data_loading.py [--data-root ../shared/data] [--batches 200]
 
-Target (issue 2): all of FER2013 decodes in < 30 s; augmentation >= 5,000 images/s on 2 cores for 48x48 gray, so that
-the loader never limits training (mini-Xception trains at ~500-1,700 images/s here).
+Target: all of FER2013 decodes in < 30 s; augmentation >= 5,000 images/s on 2 cores for 48x48 gray, so that
+the loader never limits training (training rates: docs/speed.md).
 """
 
 import argparse

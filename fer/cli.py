@@ -181,11 +181,11 @@ def add_live(sub):
     p.add_argument("--jsonl", help="write one JSON line per frame here")
     p.add_argument("--max-frames", type=int, help="stop after this many frames")
     p.add_argument("--detect-every", type=int, default=2,
-                   help="run the detector every k-th frame and track in between (default 2: ~2x the frame rate, boxes "
-                        "keep IoU 0.92 with the next detection; see benchmarks/live_fps.py)")
+                   help="run the detector every k-th frame and track the boxes in between (default 2; the frame rate "
+                        "and box accuracy per k: docs/speed.md, Live)")
     p.add_argument("--smoothing", default="ema:0.3",
-                   help="per-face probability smoothing: ema:ALPHA, mean:N or none (default ema:0.3: 7.4 label changes "
-                        "per 100 face frames vs 20 unsmoothed)")
+                   help="per-face probability smoothing: ema:ALPHA, mean:N or none (default ema:0.3, so the label does "
+                        "not flicker yet follows a real change within a few frames; docs/speed.md, Live)")
     p.add_argument("--motion", choices=("hold", "velocity"), default="hold", help="how boxes move between detections")
     p.add_argument("--snapshots", default="snapshots", help="folder for snapshots (key s)")
     p.set_defaults(handler=cmd_live)
@@ -194,7 +194,7 @@ def add_live(sub):
 def cmd_live(args) -> int:
     from fer.live import run_live
 
-    # Detecting on frames downscaled to 480 px found as many faces as 640 px in 70 % of the time (benchmarks/live_fps.py).
+    # Detecting on frames downscaled to 480 px finds as many faces as at 640 px in less time (docs/speed.md, Live).
     # One onnxruntime thread, as run_live gives torch and OpenCV: one small batch per frame (see run_live num_threads).
     classifier, detector = load_classifier_and_detector(args, max_side=480, num_threads=1)
     summary = run_live(args.source, classifier, detector, display=False if args.no_display else None, output=args.output,
@@ -322,9 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    # libgomp (torch's OpenMP) threads spin only briefly before they sleep. On 2 idle cores this trains resnet_small
-    # (bf16) at 1,075 images/s against 815 with OMP_WAIT_POLICY=PASSIVE (no spinning), and beside a busy process at
-    # 200 against 64 with the default long spin (benchmarks/train_throughput.py). Must be set before torch loads.
+    # libgomp (torch's OpenMP) threads spin only briefly before they sleep: near the fastest on an idle machine, and far
+    # faster than libgomp's long default spin beside a busy process (docs/speed.md, Threads). Set before torch loads.
     os.environ.setdefault("GOMP_SPINCOUNT", "10000")
     args = build_parser().parse_args(argv)
     quiet = not is_main_rank()  # torchrun: ranks > 0 log warnings and errors only

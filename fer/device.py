@@ -45,9 +45,8 @@ def check_precision(precision: str, device: torch.device, key: str = "train.prec
 def native_bf16(device: torch.device) -> bool:
     """Whether `device` computes bf16 in hardware: a CUDA GPU with bf16, or a CPU with AMX or AVX512-BF16.
 
-    Elsewhere oneDNN emulates bf16 and autocast is far slower than fp32: on a 2-core AVX2 EPYC, resnet_small trains at
-    42 images/s in bf16 against 443 in fp32 (benchmarks/train_throughput.py --precisions fp32 bf16); on a CPU with AMX
-    bf16 is the faster one (1,075 against 755). torch exposes the CPU checks only as private helpers, hence getattr.
+    Elsewhere oneDNN emulates bf16 and autocast is an order of magnitude slower than fp32; with AMX bf16 is the faster
+    one (docs/speed.md, bf16 on a CPU). torch exposes the CPU checks only as private helpers, hence getattr.
     """
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()

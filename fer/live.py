@@ -50,9 +50,8 @@ KEYS_QUIT = (ord("q"), 27)  # q, Esc
 KEYS_PAUSE = (ord(" "), ord("p"))
 KEY_SNAPSHOT = ord("s")
 FPS_EMA_ALPHA = 0.1  # smoothing of the on-screen frame rate
-# Probability smoothing: on the shared clip with the fer2013 model shipped on 2026-11-26 the top label changes within a
-# track 20.0 times per 100 face frames unsmoothed, 12.3 with ema:0.5, 7.4 with ema:0.3 (benchmarks/live_fps.py --smoothing),
-# while ema:0.3 still follows a real change within 2 frames (1 - 0.7^2 = 51 % of the new probabilities).
+# Probability smoothing: ema:0.3 cuts the label flicker within a track sharply while still
+# following a real change within 2 frames (1 - 0.7^2 = 51 % of the new probabilities); figures: docs/speed.md, Live.
 DEFAULT_SMOOTHING = "ema:0.3"
 
 
@@ -269,8 +268,8 @@ def run_live(source: int | str, classifier, detector, *, display: bool | None = 
         snapshot_dir: folder for the s key's snapshots.
         window_name: title of the window.
         num_threads: OpenCV and torch threads during the run (restored afterwards; None: leave them). One thread is
-            fastest for one small face model per frame: on 2 busy cores torch's default (2) made a 1-face
-            classify take 80 ms instead of 4 ms (benchmarks/live_fps.py --threads).
+            fastest for one small face model per frame: on busy cores torch's default thread count makes a 1-face
+            classify many times slower (docs/speed.md, Live).
 
     Returns a summary: frames (processed), frames_failed, frames_dropped (cameras), faces (face boxes over all
     frames), tracks (distinct track ids), seconds, mean_fps, stage_ms (mean ms per processed frame of each stage

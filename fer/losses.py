@@ -637,7 +637,7 @@ class CosineDistanceLoss(nn.Module):
         lambda_island: weight of the island part, default 0.01; lambda1: pair weight, default 10; alpha: center
             learning rate, default 0.5 (Cai et al. 2018, recalled, not confirmed).
         intra: "euclidean" (1/2 ||x_i - c_{y_i}||^2, Wen/Cai) or "cosine" (1 - cos(x_i, c_{y_i}); the whole loss and the
-            center update are then invariant to feature scale). Default "euclidean" until the validation ablation picks.
+            center update are then invariant to feature scale). Default "euclidean", the papers' form.
         update: "delta" (paper rule, centers move inside forward in training mode, pair push lambda1/(K-1); with
             intra="cosine" the rule pulls centers toward the unit-normalised features [I]) or "autograd" (centers are a
             Parameter: center_optimizer(loss) builds SGD with lr = alpha / lambda_island). See IslandLoss.

@@ -35,8 +35,8 @@ def recalibrate_bn(module: torch.nn.Module, faces, batch_size: int, device, max_
 
     Why: the average of many weight vectors is not any of them, and the activations it produces have other statistics
     than the average of the statistics seen along the way (SWA, Izmailov et al. 2018, recalibrates for this reason).
-    Measured on mini-Xception (depthwise then pointwise convolutions, Keras BN momentum 0.01), RAF-DB, 15 epochs:
-    EMA copy with averaged statistics 34.0 % validation accuracy, the same weights with recomputed statistics 73.0 %.
+    Without it, the EMA copy of mini-Xception (depthwise then pointwise convolutions, Keras BN momentum 0.01) loses
+    most of its accuracy (docs/studies.md, EMA on mini-Xception).
     The faces are evenly spaced over the set (not the first ones: a set may be sorted by class) and always the same,
     so every rank of a distributed run computes the same statistics.
     """

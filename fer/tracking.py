@@ -4,9 +4,9 @@ Boxes are float (x, y, w, h) in pixels. `IouTracker` gives each face a stable in
 on intersection-over-union (Hungarian assignment, as SORT does: Bewley et al. 2016, arXiv 1602.00763, but
 with no motion model beyond an optional constant velocity). Between detections (detect every k-th frame) `predict`
 holds each visible track's box still (motion="hold", the default) or moves it by its last per-frame change
-(motion="velocity"). Measured on the shared clip with YuNet (benchmarks/live_fps.py --motion): hold predicts the
-next detections as well or better (mean IoU 0.920 vs 0.913 at k=2, 0.868 vs 0.864 at k=3) and opens fewer ids;
-velocity from jittery detections adds noise, it would only pay for faces moving fast and steadily.
+(motion="velocity"). Hold is the default because it predicts the next detections as well or better and opens fewer
+ids (docs/speed.md, Live): velocity from jittery detections adds noise, it would only pay for faces moving fast and
+steadily.
 `ProbabilitySmoother` keeps an exponential or window mean of each track's probabilities.
 """
 

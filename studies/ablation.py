@@ -237,7 +237,7 @@ def _balanced_sampling(natural: list[dict], balanced: list[dict]) -> list[str]:
 
 
 def results_markdown(rows: list[dict], root: str | Path = "runs/ablation", longer: list[str] = ()) -> str:
-    """longer: the section on the loss at a longer schedule (fer.loss_question), in place of the pointer to it."""
+    """longer: the section on the loss at a longer schedule (studies.loss_question), in place of the pointer to it."""
     stronger = [row for row in rows if model_of(row) != DEFAULT_MODEL]
     balanced = [row for row in rows if model_of(row) == DEFAULT_MODEL and _sampling(row) == "balanced"]
     natural = [row for row in rows if model_of(row) == DEFAULT_MODEL and _sampling(row) == "natural"]

@@ -28,12 +28,12 @@ TEMPLATE = np.array([
     [0.6557, 0.7617],
 ], dtype=np.float32)
 # Which template points the fit uses: all five. On held-out pasted faces the 5-point least-squares fit reproduces
-# FER2013 framing better than eyes alone (mean corner error 8.8 vs 10.6 px at 48; medians equal at ~7 px, the spread
-# of FER2013's own framing): single bad eye points pull an eyes-only fit far off, five points average them out.
+# FER2013 framing better than eyes alone on the mean, not the median (docs/runs/pasted_faces_fer2013.txt): single bad
+# eye points pull an eyes-only fit far off, five points average them out.
 ALIGN_POINTS = (0, 1, 2, 3, 4)
 # Without landmarks (Haar found no eyes): a square of side BOX_CROP_SCALE * max(w, h) centred on the box centre
-# shifted down by BOX_CROP_SHIFT * h. Measured with the Haar box on pasted FER2013 faces (--haar): the FER2013 crop
-# is 1.03x the Haar box and centred 0.017 box heights below it, i.e. FER2013 was cropped with a Haar-like box.
+# shifted down by BOX_CROP_SHIFT * h: FER2013's crop relative to the Haar box, measured on pasted FER2013 faces
+# (benchmarks/pasted_faces.py --haar); FER2013 was cropped with a Haar-like box.
 BOX_CROP_SCALE = 1.03
 BOX_CROP_SHIFT = 0.017
 

@@ -1,8 +1,8 @@
 """A small ResNet for 40-112 px gray or colour faces (48 px gray by default): the stronger CPU model.
 
 Stem 3x3 at full resolution, then four stages of basic residual blocks (He et al. 2016) at 1/2, 1/4, 1/8, 1/16 of the
-input, channels 32w, 64w, 128w, 256w; embedding = global average pool (256w). Sized by measured accuracy per CPU-minute
-(see README, "Choosing the stronger model").
+input, channels 32w, 64w, 128w, 256w; embedding = global average pool (256w). Sized by accuracy per CPU-minute
+against mini-Xception (CHANGELOG.md, the first shipped `fer2013`; training speeds in docs/speed.md).
 """
 
 import torch
