@@ -29,10 +29,10 @@ if __name__ == "__main__":  # run as a script from anywhere: the repository root
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fer.models import MODELS  # noqa: E402
-from studies.common import (BALANCED_METRICS, COMPARED_METRICS, DATASET_TITLES, DEFAULT_MODEL, REFERENCE_MARGIN,  # noqa: E402
-                            REFERENCE_SCALE, REPORTED, SPLIT_TITLES, Run, against, cell, collect, copy_records,
-                            cpu_seconds, difference, estimate_seconds, mean_std, metric, model_of, row_cells, run_grid,
-                            shown_command, shown_path)
+from studies.common import (BALANCED_METRICS, COMPARED_METRICS, DATASET_TITLES, DEFAULT_MODEL,  # noqa: E402
+                            REFERENCE_MARGIN, REFERENCE_SCALE, REPORTED, SPLIT_TITLES, Run, against, cell, collect,
+                            copy_records, cpu_seconds, difference, estimate_seconds, mean_std, metric, model_of,
+                            row_cells, run_grid, shown_command, shown_path)
 from studies.loss_question import longer_schedule_markdown  # noqa: E402
 
 # Table 3: (loss, head). The Keras head is mini-Xception's original; the linear head is the fair softmax baseline for the

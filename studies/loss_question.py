@@ -2,9 +2,9 @@
 
 Reads the recipe study's schedule-length runs (studies/recipe.py --curve N, one run.json per run) and writes the
 section of docs/results.md that answers the loss question's aim: a cosine-distance configuration above softmax on
-accuracy and on macro-F1, on both datasets, by more than the seed spread. A variant is compared with softmax trained the same way:
-the loss variants (margins, deferred re-weighting) with plain softmax, a training option (distillation) with softmax
-plus that option.
+accuracy and on macro-F1, on both datasets, by more than the seed spread. A variant is compared with softmax trained
+the same way: the loss variants (margins, deferred re-weighting) with plain softmax, a training option (distillation)
+with softmax plus that option.
 """
 
 import numpy as np

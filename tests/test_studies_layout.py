@@ -39,7 +39,8 @@ def test_studies_import_public_names_only_and_form_no_circle():
                 graph[name].add(module)
         text = path.read_text()
         for other in ("common", "ablation", "recipe", "loss_question", "matrix"):
-            assert f"{other}._" not in text.replace("__", ""), f"{path.relative_to(REPO)} uses a private name of {other}"
+            assert f"{other}._" not in text.replace("__", ""), \
+                f"{path.relative_to(REPO)} uses a private name of {other}"
 
     def visit(node, stack):
         assert node not in stack, f"import circle: {' -> '.join(stack + [node])}"
@@ -48,12 +49,14 @@ def test_studies_import_public_names_only_and_form_no_circle():
 
     for node in graph:
         visit(node, [])
-    assert "studies.common" in graph and not graph["studies.common"], "studies/common.py is the shared base: it imports no study"
+    assert "studies.common" in graph and not graph["studies.common"], \
+        "studies/common.py is the shared base: it imports no study"
 
 
 def test_benchmarks_hold_no_study_runner():
     names = {path.stem for path in (REPO / "benchmarks").glob("*.py")}
-    assert not names & {"ablate", "recipe", "matrix"}, f"study runners belong in studies/: {names & {'ablate', 'recipe', 'matrix'}}"
+    runners = names & {"ablate", "recipe", "matrix"}
+    assert not runners, f"study runners belong in studies/: {sorted(runners)}"
     for path in (REPO / "benchmarks").glob("*.py"):
         bad = [module for module, _ in imports(path) if module.split(".")[0] == "studies"]
         assert not bad, f"{path.relative_to(REPO)} imports {bad}"
