@@ -7,6 +7,7 @@ import os
 import sys
 
 from fer.config import ConfigError
+from fer.data import registry
 
 DETECTORS = ("yunet", "haar", "auto")  # auto: the old default, now the same as yunet
 BACKENDS = ("torch", "onnxruntime", "opencv")  # fer.backends.BACKENDS (not imported here: it pulls in torch)
@@ -57,7 +58,7 @@ def add_evaluate(sub):
     p = sub.add_parser("evaluate", help="evaluate a checkpoint on a dataset split: metrics, confusion matrix, report files")
     p.add_argument("--checkpoint", help="shipped model name, checkpoint path or exported .onnx (default: the shipped model)")
     add_backend_option(p)
-    p.add_argument("--dataset", default="fer2013", choices=("fer2013", "fer2013-csv", "ferplus", "rafdb", "folder"))
+    p.add_argument("--dataset", default="fer2013", choices=registry.evaluable())
     p.add_argument("--data", help="where this dataset lives (default: its folder under the data root)")
     p.add_argument("--data-root", help="data root (default: env FER_DATA, else ./data)")
     p.add_argument("--split", help="split to evaluate (default: the test split: private for fer2013/ferplus, test for "

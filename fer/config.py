@@ -12,8 +12,10 @@ from pathlib import Path
 
 import yaml
 
-DATASETS = ("fer2013", "fer2013-csv", "ferplus", "rafdb", "folder", "mixed")  # mixed: several at once (data.sources)
-SOURCE_DATASETS = ("fer2013", "fer2013-csv", "ferplus", "rafdb")  # what data.sources and data.realign may name
+from fer.data import registry
+
+DATASETS = registry.names()  # mixed: several at once (data.sources)
+SOURCE_DATASETS = registry.sources()  # what data.sources and data.realign may name
 LOSSES = ("softmax", "center", "island", "cosine_distance")
 
 
@@ -212,16 +214,18 @@ def _check_data(data: DataConfig, source: str) -> None:
             raise ConfigError(f"{source}: 'data.{key}': {bad[0]!r} is not one of {', '.join(SOURCE_DATASETS)}")
         if len(set(getattr(data, key))) != len(getattr(data, key)):
             raise ConfigError(f"{source}: 'data.{key}' names a dataset twice: {getattr(data, key)}")
-    if data.dataset == "mixed":
+    if data.dataset == registry.MIXED:
         if len(data.sources) < 2:
             raise ConfigError(f"{source}: 'data.sources' must name at least two datasets for dataset mixed")
-        if len({"fer2013", "fer2013-csv", "ferplus"} & set(data.sources)) > 1:
-            raise ConfigError(f"{source}: 'data.sources': fer2013, fer2013-csv and ferplus are the same images; pick one")
+        for images in dict.fromkeys(registry.get(name).images for name in data.sources):
+            same = [name for name in data.sources if registry.get(name).images == images]
+            if len(same) > 1:
+                raise ConfigError(f"{source}: 'data.sources': {' and '.join(same)} are the same images; pick one")
         if data.path is not None:
             raise ConfigError(f"{source}: 'data.path' does not apply to dataset mixed (each source under the data root)")
     elif data.sources:
         raise ConfigError(f"{source}: 'data.sources' applies to dataset mixed only, not {data.dataset!r}")
-    allowed = data.sources if data.dataset == "mixed" else [data.dataset]
+    allowed = data.sources if data.dataset == registry.MIXED else [data.dataset]
     stray = [name for name in data.realign if name not in allowed]
     if stray:
         raise ConfigError(f"{source}: 'data.realign': {stray[0]!r} is not a dataset of this config ({', '.join(allowed)})")

@@ -19,9 +19,9 @@ from pathlib import Path
 from fer import plots, tta
 from fer.backends import load_classifier
 from fer.config import Config, DataConfig
+from fer.data import mixed, registry
 from fer.data.paths import dataset_path
-from fer.data.splits import SPLITS
-from fer.evaluation.faces import (OFFICIAL_SIZES, completeness_problems, map_classes, parse_class_map, parse_names,
+from fer.evaluation.faces import (completeness_problems, map_classes, parse_class_map, parse_names,
                                   read_photos, read_split)
 from fer.evaluation.metrics import NO_FACE, compute_metrics
 from fer.evaluation.report import MAX_LISTED, format_summary, report_markdown, write_report
@@ -34,11 +34,11 @@ __all__ = ["EvalOptions", "evaluate", "evaluate_after_training", "REPORT_SPLITS"
 
 log = logging.getLogger(__name__)
 
-# Split reported after training: FER2013/FER+ PrivateTest; RAF-DB and class folders the validation part carved from train
-# (their test images are held out from developers).
-REPORT_SPLITS = {"fer2013": "private", "fer2013-csv": "private", "ferplus": "private", "rafdb": "val", "folder": "val"}
-# Default split of `run.py evaluate`: the dataset's test split (a folder without split sub-folders is read whole).
-TEST_SPLITS = {"fer2013": "private", "fer2013-csv": "private", "ferplus": "private", "rafdb": "test", "folder": "test"}
+# Split reported after training and `run.py evaluate`'s default split, per dataset (fer.data.registry's records).
+REPORT_SPLITS = {name: registry.get(name).report_split for name in registry.evaluable()}
+TEST_SPLITS = {name: registry.get(name).test_split for name in registry.evaluable()}
+# Samples per (dataset, split) in the official releases.
+OFFICIAL_SIZES = {(name, split): n for name in registry.evaluable() for split, n in registry.get(name).official_sizes.items()}
 
 
 @dataclass(frozen=True)
@@ -81,11 +81,12 @@ def evaluate(checkpoint: str | Path | None, data_cfg: DataConfig, split: str | N
     """
     options = dataclasses.replace(options or EvalOptions(), **fields)
     started = time.perf_counter()
-    if data_cfg.dataset not in SPLITS:
-        raise ValueError(f"unknown dataset {data_cfg.dataset!r}; expected one of {', '.join(SPLITS)}")
-    split = split or TEST_SPLITS[data_cfg.dataset]
-    if split not in SPLITS[data_cfg.dataset]:
-        raise ValueError(f"{data_cfg.dataset}: unknown split {split!r}; expected one of {', '.join(SPLITS[data_cfg.dataset])}")
+    if data_cfg.dataset not in registry.evaluable():
+        raise ValueError(f"unknown dataset {data_cfg.dataset!r}; expected one of {', '.join(registry.evaluable())}")
+    dataset = registry.get(data_cfg.dataset)
+    split = split or dataset.test_split
+    if split not in dataset.splits:
+        raise ValueError(f"{data_cfg.dataset}: unknown split {split!r}; expected one of {', '.join(dataset.splits)}")
 
     classifier = load_classifier(checkpoint, options.backend, device=options.device)
     ckpt, spec = classifier.checkpoint, classifier.checkpoint["model_spec"]
@@ -165,17 +166,17 @@ def evaluate_after_training(cfg: Config, checkpoint_path: str | Path, data_root:
     (counted) for the 7 classes. A re-aligned dataset is evaluated with detect_faces: the framing it was trained on.
     """
     out = Path(cfg.train.out_dir) / "eval"
-    if cfg.data.dataset != "mixed":
+    if cfg.data.dataset != registry.MIXED:
         return _evaluate_report_split(cfg, cfg.data, checkpoint_path, out, data_root)
-    from fer.data.mixed import source_config
-
-    return {source: _evaluate_report_split(cfg, source_config(cfg.data, source), checkpoint_path, out / source, data_root)
-            for source in cfg.data.sources}
+    return {source: _evaluate_report_split(cfg, mixed.source_config(cfg.data, source), checkpoint_path, out / source,
+                                           data_root) for source in cfg.data.sources}
 
 
 def _evaluate_report_split(cfg: Config, data_cfg: DataConfig, checkpoint_path, out: Path, data_root) -> dict:
-    split = REPORT_SPLITS[data_cfg.dataset]
-    exclude = ("contempt",) if data_cfg.dataset == "ferplus" and cfg.data.dataset == "mixed" else ()
+    split = registry.get(data_cfg.dataset).report_split
+    exclude = ()
+    if cfg.data.dataset == registry.MIXED:  # a source's classes outside the mixed model's (FER+ contempt): counted
+        exclude = tuple(name for name in registry.get(data_cfg.dataset).class_names if name not in mixed.MIXED_CLASSES)
     options = EvalOptions(data_root=data_root, seed=cfg.train.seed, device=cfg.train.device,
                           detect_faces=data_cfg.dataset in data_cfg.realign, exclude_classes=exclude)
     report = evaluate(checkpoint_path, data_cfg, split, out, options)

@@ -1,7 +1,7 @@
 """Several datasets as one 7-class training set: `data.dataset: mixed` + `data.sources: [fer2013, rafdb]`.
 
-Each source is read under its own protocol (fer.data.splits.load_train_val with the source as the dataset and every
-other data key shared): its training part trains, its selection part joins the union that selects checkpoints
+Each source is read under its own protocol (fer.data.splits.load_train_val reads it with the source as the dataset and
+every other data key shared, then joins the parts here): its training part trains, its selection part joins the union that selects checkpoints
 (FER2013 / FER+: PublicTest; RAF-DB: the seeded validation carve). No test split is read. Sources are relabelled by
 class name onto the 7 FER2013 classes; a class outside them (FER+ contempt) is dropped and counted per source in
 FaceSet.excluded ('ferplus:contempt'). `ferplus` as a source means FER2013's images with FER+ majority-vote labels.
@@ -47,14 +47,10 @@ def concatenate(parts: list[FaceSet], name: str) -> FaceSet:
                    {key: note for p in parts for key, note in p.notes.items()})
 
 
-def load_mixed_train_val(cfg: DataConfig, seed: int = 0, root=None) -> tuple[FaceSet, FaceSet]:
-    """(union of the sources' training parts, union of their selection parts), 7 FER2013 classes."""
-    from fer.data.splits import load_train_val
-
-    trains, vals = [], []
-    for source in cfg.sources:
-        train, val = load_train_val(source_config(cfg, source), seed, root)
-        trains.append(relabel(train, MIXED_CLASSES, source))
-        vals.append(relabel(val, MIXED_CLASSES, source))
+def union(parts: dict[str, tuple[FaceSet, FaceSet]]) -> tuple[FaceSet, FaceSet]:
+    """{source: (training part, selection part)} -> (union of the training parts, union of the selection parts),
+    relabelled onto the 7 FER2013 classes."""
+    trains = [relabel(train, MIXED_CLASSES, source) for source, (train, _) in parts.items()]
+    vals = [relabel(val, MIXED_CLASSES, source) for source, (_, val) in parts.items()]
     return (concatenate(trains, "mixed[" + " + ".join(t.name for t in trains) + "]"),
             concatenate(vals, "mixed[" + " + ".join(v.name for v in vals) + "]"))

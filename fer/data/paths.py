@@ -3,10 +3,12 @@
 import os
 from pathlib import Path
 
+from fer.data import registry
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
-# Folder of each dataset under the data root (the layout of data/README.md).
-DATASET_FOLDERS = {"fer2013": "fer2013", "fer2013-csv": "fer2013/fer2013.csv", "ferplus": ".", "rafdb": "rafdb", "folder": "."}
+# Folder of each dataset under the data root (the layout of data/README.md): the registry's records.
+DATASET_FOLDERS = {name: dataset.folder for name, dataset in registry.DATASETS.items() if dataset.reader}
 
 
 def data_root(explicit: str | Path | None = None) -> Path:
@@ -21,7 +23,7 @@ def dataset_path(dataset: str, path: str | Path | None = None, root: str | Path 
     """The dataset's location: an explicit path wins, else its folder under the data root."""
     if path:
         return Path(path)
-    return data_root(root) / DATASET_FOLDERS[dataset]
+    return data_root(root) / registry.get(dataset).folder
 
 
 def shared_root() -> Path:

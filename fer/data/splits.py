@@ -1,8 +1,8 @@
-"""The evaluation protocol: which split trains, which selects checkpoints, which reports.
+"""The evaluation protocol: which split trains, which selects checkpoints, which reports (fer.data.registry's roles).
 
 FER2013 and FER+: train on `train`, select on `public` (PublicTest), report `private` (PrivateTest).
 RAF-DB and class folders: a stratified, seeded validation split is carved from the training part; the test split is never
-used for selection.
+used for selection. Dataset mixed: each source under its own protocol, the parts joined (fer.data.mixed).
 """
 
 import dataclasses
@@ -13,36 +13,28 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 
 from fer.config import DataConfig
-from fer.data import readers, realign
+from fer.data import mixed, readers, realign, registry
 from fer.data.paths import dataset_path
 from fer.labels import FER2013_CLASSES
 
 log = logging.getLogger(__name__)
 
-SPLITS = {
-    "fer2013": ("train", "public", "private"),
-    "fer2013-csv": ("train", "public", "private"),
-    "ferplus": ("train", "public", "private"),
-    "rafdb": ("train", "val", "test"),
-    "folder": ("train", "val", "test"),
-}
+CARVED = "val"  # a split name that is carved from train rather than stored
+SPLITS = {name: registry.DATASETS[name].splits for name in registry.evaluable()}
 
 
 def read_split(cfg: DataConfig, split: str, root=None, class_names=FER2013_CLASSES) -> readers.FaceSet:
     """Read one split as stored on disk (no carving)."""
+    dataset = registry.get(cfg.dataset)
+    if dataset.reader is None:
+        raise ValueError(f"{cfg.dataset}: not read as one dataset; read each of its sources")
     location = dataset_path(cfg.dataset, cfg.path, root)
-    size, channels = cfg.image_size, cfg.channels
-    if cfg.dataset == "fer2013":
-        return readers.read_fer2013_folder(location, split, size, channels)
-    if cfg.dataset == "fer2013-csv":
-        return readers.read_fer2013_csv(location, split, size, channels)
-    if cfg.dataset == "ferplus":
-        return readers.read_ferplus(location, split, size, channels)
-    if cfg.dataset == "rafdb":
-        return readers.read_rafdb(location, split, size, channels)
-    # folder: <path>/<split>/<class>/ when split folders exist, else <path>/<class>/ is the whole (train) set.
+    read = getattr(readers, dataset.reader)
+    if not dataset.class_folders:
+        return read(location, split, cfg.image_size, cfg.channels)
+    # class folders: <path>/<split>/<class>/ when split folders exist, else <path>/<class>/ is the whole (train) set.
     folder = location / split if (location / split).is_dir() else location
-    return readers.read_class_folder(folder, class_names, size, cfg.class_map, cfg.exclude_unknown, channels)
+    return read(folder, class_names, cfg.image_size, cfg.class_map, cfg.exclude_unknown, cfg.channels)
 
 
 def limit_per_class(faces: readers.FaceSet, max_per_class: int | None, seed: int) -> readers.FaceSet:
@@ -69,20 +61,19 @@ def load_train_val(cfg: DataConfig, seed: int = 0, root=None) -> tuple[readers.F
     stored size in colour, carved, deduplicated and limited exactly as without re-alignment (the same images end up in
     each part), then re-aligned through the face stage (fer.data.realign).
     """
-    if cfg.dataset == "mixed":
-        from fer.data.mixed import load_mixed_train_val
-
-        return load_mixed_train_val(cfg, seed, root)
+    if cfg.dataset == registry.MIXED:
+        return mixed.union({source: load_train_val(mixed.source_config(cfg, source), seed, root)
+                            for source in cfg.sources})
+    dataset = registry.get(cfg.dataset)
     realigned = cfg.dataset in cfg.realign
     stored = native_config(cfg) if realigned else cfg  # how the files are read
-    train_name, val_name, test_name = SPLITS[cfg.dataset]
-    train = read_split(stored, "train", root)
-    if val_name == "val":
+    train = read_split(stored, dataset.train_split, root)
+    if dataset.selection_split == CARVED:
         train, val = carve_validation(train, cfg.val_fraction, seed)
     else:
-        val = read_split(stored, val_name, root)
+        val = read_split(stored, dataset.selection_split, root)
     if cfg.dedup_train:
-        train = readers.drop_duplicates_of(train, read_split(stored, test_name, root), "duplicate_of_test")
+        train = readers.drop_duplicates_of(train, read_split(stored, dataset.test_split, root), "duplicate_of_test")
         train = readers.drop_duplicates_of(train, val, "duplicate_of_val")
     train = limit_per_class(train, cfg.max_per_class, seed)
     val = limit_per_class(val, cfg.max_per_class, seed)
@@ -98,26 +89,26 @@ def load_train_val(cfg: DataConfig, seed: int = 0, root=None) -> tuple[readers.F
 
 def native_config(cfg: DataConfig) -> DataConfig:
     """cfg reading the dataset's crops as stored: their own size, in colour (the face stage's input)."""
-    from fer.face.recrop import NATIVE_SIZES
-
-    if cfg.dataset not in NATIVE_SIZES:
+    size = registry.get(cfg.dataset).native_size
+    if size is None:
         raise ValueError(f"re-alignment reads dataset crops; {cfg.dataset!r} has no stored crop size "
-                         f"(one of {', '.join(NATIVE_SIZES)})")
-    return dataclasses.replace(cfg, image_size=NATIVE_SIZES[cfg.dataset], channels=3)
+                         f"(one of {', '.join(registry.sources())})")
+    return dataclasses.replace(cfg, image_size=size, channels=3)
 
 
 def load_eval_split(cfg: DataConfig, split: str, seed: int = 0, root=None, class_names=FER2013_CLASSES,
                     dedup_clean: bool = False) -> readers.FaceSet:
     """A split for evaluation; 'val' is recarved exactly as in training. dedup_clean drops images that also occur in train."""
-    known = SPLITS[cfg.dataset]
-    if split not in known:
-        raise ValueError(f"{cfg.dataset}: unknown split {split!r}; expected one of {', '.join(known)}")
-    if split == "val" and known[1] == "val":
-        faces = carve_validation(read_split(cfg, "train", root, class_names), cfg.val_fraction, seed)[1]
+    dataset = registry.get(cfg.dataset)
+    if split not in dataset.splits:
+        raise ValueError(f"{cfg.dataset}: unknown split {split!r}; expected one of {', '.join(dataset.splits)}")
+    if split == CARVED:
+        faces = carve_validation(read_split(cfg, dataset.train_split, root, class_names), cfg.val_fraction, seed)[1]
     else:
         faces = read_split(cfg, split, root, class_names)
     if dedup_clean:
-        faces = readers.drop_duplicates_of(faces, read_split(cfg, "train", root, class_names), "duplicate_of_train")
+        faces = readers.drop_duplicates_of(faces, read_split(cfg, dataset.train_split, root, class_names),
+                                           "duplicate_of_train")
     return faces
 
 

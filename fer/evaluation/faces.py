@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from fer.config import DataConfig
+from fer.data import registry
 from fer.data.readers import IMAGE_SUFFIXES, FaceSet
 from fer.data.splits import load_eval_split, native_config
 from fer.data.transforms import face_shape
@@ -21,12 +22,6 @@ from fer.labels import COMMON_ALIASES
 
 log = logging.getLogger(__name__)
 
-# Samples per split in the official releases (shared/data/README.md); FER+ rows = FER2013 rows, counting excluded rows.
-_FER2013_SIZES = {"train": 28709, "public": 3589, "private": 3589}
-OFFICIAL_SIZES = {**{("fer2013", s): n for s, n in _FER2013_SIZES.items()},
-                  **{("fer2013-csv", s): n for s, n in _FER2013_SIZES.items()},
-                  **{("ferplus", s): n for s, n in _FER2013_SIZES.items()},
-                  ("rafdb", "train"): 12271, ("rafdb", "test"): 3068}
 DEDUP_REASON = "duplicate_of_train"  # the excluded-count key fer.data.splits.load_eval_split uses
 
 
@@ -36,22 +31,22 @@ def read_split(data_cfg: DataConfig, split: str, location: Path, model_classes, 
     (None otherwise). data_cfg carries the model's image size and channels."""
     if dedup_clean and split in ("train", "val"):
         raise ValueError(f"--dedup-clean drops images that also occur in train; it applies to test splits, not {split!r}")
+    folder = registry.get(data_cfg.dataset).class_folders
     no_face = None
     if detect_faces:
         if dedup_clean:
             raise ValueError("--dedup-clean compares face pixels with the train split and does not apply to --detect-faces")
         faces, no_face = read_photo_split(data_cfg, split, location, model_classes, seed, data_root)
-        if data_cfg.dataset == "folder":
+        if folder:
             check_excluded_folders(faces, data_cfg.class_map, exclude_classes)
     else:
-        folder = data_cfg.dataset == "folder"
         read_cfg = dataclasses.replace(data_cfg, exclude_unknown=True) if folder else data_cfg  # unknown folders checked below
         faces = load_eval_split(read_cfg, split, seed, data_root, class_names=model_classes, dedup_clean=dedup_clean)
         if folder and not data_cfg.exclude_unknown:
             check_excluded_folders(faces, data_cfg.class_map, exclude_classes)
     check_exclusions_used(faces, exclude_classes, data_cfg.class_map)
     # Folder readers already applied class_map to the folder names; applying it twice would chain mappings.
-    mapped = map_classes(faces, model_classes, None if data_cfg.dataset == "folder" else data_cfg.class_map, exclude_classes)
+    mapped = map_classes(faces, model_classes, None if folder else data_cfg.class_map, exclude_classes)
     if no_face is not None and len(mapped) != len(faces):  # exclusions dropped photos: keep the no-face flags in step
         kept = set(mapped.paths)
         no_face = no_face[[path in kept for path in faces.paths]]
@@ -182,7 +177,7 @@ def completeness_problems(faces: FaceSet, dataset: str, split: str) -> list[str]
     if faces.skipped:
         first = "; ".join(f"{path} ({reason})" for path, reason in faces.skipped[:3])
         problems.append(f"{len(faces.skipped)} sample(s) of {faces.name} could not be read, first: {first}")
-    expected = OFFICIAL_SIZES.get((dataset, split))
+    expected = registry.get(dataset).official_sizes.get(split)
     listed = len(faces) + len(faces.skipped) + sum(faces.excluded.values())
     if expected is not None and listed != expected:
         problems.append(f"{faces.name}: {listed} samples found (evaluated + unreadable + excluded), the official split "
@@ -198,7 +193,7 @@ def read_photo_split(data_cfg: DataConfig, split: str, location: Path, model_cla
         from fer.face import FaceDetector
     except ImportError as error:
         raise ValueError(f"--detect-faces needs the face stage (fer.face.detect, fer.face.align): {error}") from error
-    if data_cfg.dataset == "folder":
+    if registry.get(data_cfg.dataset).redetect == "photos":
         folder = location / split if (location / split).is_dir() else location
         return read_photos(folder, model_classes, data_cfg.image_size, data_cfg.class_map, FaceDetector(),
                            data_cfg.channels)

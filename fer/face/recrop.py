@@ -10,14 +10,15 @@ falls back. Landmarks and box come back in the crop's own pixels.
 import cv2
 import numpy as np
 
+from fer.data import registry
 from fer.face.align import align_face
 from fer.face.detect import Face
 
 UPSCALE_TO = 200  # short side in pixels the crop is enlarged to before detection (2x for RAF-DB's 100 px)
 # (border as a fraction of the side, upscaled?) in the order tried; the border is constant black (see the docstring).
 PASSES = ((0.0, True), (0.0, False), (0.5, True))
-# Side of each dataset's stored crops: re-alignment reads them at this size, in colour, before detecting.
-NATIVE_SIZES = {"fer2013": 48, "fer2013-csv": 48, "ferplus": 48, "rafdb": 100}
+# Side of each dataset's stored crops (fer.data.registry): re-alignment reads them at this size, in colour, first.
+NATIVE_SIZES = {name: registry.DATASETS[name].native_size for name in registry.sources()}
 
 
 def detect_in_crop(detector, image_bgr: np.ndarray) -> Face | None:
