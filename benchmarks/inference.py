@@ -1,6 +1,6 @@
 """Inference speed side by side: every shipped model x backend, the OpenCV Zoo FER peer, and live frames/s.
 
-    python benchmarks/inference.py                               # the README table (idle cores, a few minutes)
+    python benchmarks/inference.py                               # the docs/speed.md table (idle cores, a few minutes)
     python benchmarks/inference.py --repeats 20 --batch-repeats 2 --live-frames 30    # a smoke run
     python benchmarks/inference.py --models fer2013 runs/x/best.pt --architectures mini_xception resnet_small
 

@@ -6,7 +6,8 @@ Each variant is a real `fer.train.train` run of --steps steps on the config's da
 `data.channels` overridden (reading, augmentation, forward, loss, backward, optimizer step); the time is the trainer's
 own loop time (data reading excluded), so the first steps' warm-up is included. Prints seconds per step and the ratio to
 the first variant. Runs go to a temporary folder outside the work tree. Accuracy needs full trainings: use
-`run.py train --config ... --set data.channels=3 --set data.image_size=100` for those (README, "Input size and colour").
+`run.py train --config ... --set data.channels=3 --set data.image_size=100` for those
+(docs/training-and-configs.md, "Input size and colour").
 """
 
 import argparse

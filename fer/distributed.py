@@ -4,7 +4,7 @@ Shape modelled on pytorch/vision references/classification/utils.py (init_distri
 reduce_across_processes). A plain `python run.py train` (no WORLD_SIZE, or WORLD_SIZE=1) never calls torch.distributed:
 every helper below is then the identity or a no-op.
 
-What is synchronised (README "Training on GPUs and several machines"):
+What is synchronised (docs/distributed.md):
 - train.batch_size is the global batch: rank r takes slice r of every batch of the one-process order (TrainBatches).
 - model gradients: DistributedDataParallel (average over ranks); BatchNorm buffers: DDP broadcasts rank 0's at each
   forward, and broadcast_buffers() before validation; batch statistics per rank unless train.sync_batchnorm.

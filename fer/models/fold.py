@@ -2,7 +2,7 @@
 
 In eval mode a BatchNorm is a fixed per-channel affine map, so conv -> bn equals one conv with rescaled weights and a
 bias (torch.nn.utils.fusion.fuse_conv_bn_eval does the arithmetic). Removing the BN ops shortens every forward; it
-matters most at batch 1, where per-op overhead dominates (README, Results: ms per face). Training never sees a folded
+matters most at batch 1, where per-op overhead dominates (docs/speed.md). Training never sees a folded
 model; the torch Classifier folds its own copy.
 """
 
