@@ -65,3 +65,16 @@ def test_benchmarks_hold_no_study_runner():
 def test_studies_are_not_installed():
     text = (REPO / "pyproject.toml").read_text()
     assert 'include = ["fer*"]' in text, "pyproject must install the fer package only"
+
+
+def test_pages_show_recorded_commands_under_the_runners_current_paths():
+    from studies.common import MOVED_SCRIPTS, shown_command
+
+    assert shown_command("python benchmarks/recipe.py --seeds 0") == "python studies/recipe.py --seeds 0"
+    assert shown_command("python benchmarks/ablate.py --tables 3") == "python studies/ablation.py --tables 3"
+    for new in MOVED_SCRIPTS.values():
+        assert (REPO / new).is_file(), f"{new}: a moved script's new path must exist"
+    for page in ("docs/results.md", "docs/recipe.md"):
+        text = (REPO / page).read_text()
+        stale = [old for old in MOVED_SCRIPTS if old in text]
+        assert not stale, f"{page} names scripts that moved: {stale}"
