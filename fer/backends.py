@@ -29,7 +29,7 @@ class _OnnxInfo:
         self.embedding_dim = info["embedding_dim"]
         self.source = source
         self.checkpoint = {"path": source, "class_names": list(self.class_names), "model_spec": info["model_spec"],
-                           "config": info["config"]}
+                           "config": info["config"], "calibration": info["calibration"]}
 
     def predict(self, faces: np.ndarray) -> np.ndarray:
         """faces uint8 (N, S, S) (gray) or (N, S, S, 3) (BGR colour) -> probabilities float32 (N, K)."""
@@ -89,7 +89,8 @@ def load_classifier(checkpoint=None, backend: str = "torch", num_threads: int | 
         model_bytes = path.read_bytes()
     else:
         model, ckpt = load_model(path)
-        model_bytes = onnx_bytes(model, ckpt["model_spec"], ckpt["class_names"], ckpt.get("config"))
+        model_bytes = onnx_bytes(model, ckpt["model_spec"], ckpt["class_names"], ckpt.get("config"),
+                                 ckpt.get("calibration"))
         log.info("exported %s to ONNX in memory for the %s backend", path, backend)
     info = read_onnx(model_bytes, str(path))
     if backend == "onnxruntime":

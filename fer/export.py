@@ -3,10 +3,12 @@
 The graph (legacy TorchScript exporter, opset 17):
     input  faces          float32 (B, C, S, S), x = pixel / 255 * 2 - 1 (fer.data.transforms.to_tensor), C = 1 gray
                           or 3 BGR, B dynamic
-    output probabilities  float32 (B, K) = softmax(prob_scale * outputs), as fer.inference.Classifier
+    output probabilities  float32 (B, K) = softmax(prob_scale * outputs / T), as fer.inference.Classifier; T is the
+                          checkpoint's calibration temperature (fer.calibration), divided inside the graph so every
+                          runtime gives the calibrated probabilities; no division for an uncalibrated checkpoint (T = 1)
     output embeddings     float32 (B, D)
 metadata_props: fer.class_names (JSON list), fer.input (JSON: size, channels, colour_order, layout, dtype,
-normalisation), fer.model_spec and fer.config (JSON, from the checkpoint).
+normalisation), fer.model_spec, fer.config and fer.calibration (JSON, from the checkpoint; calibration {} when none).
 
 Why the legacy exporter and this head: in torch 2.13 the dynamo exporter's graph is read by onnxruntime but not by
 OpenCV 4.14's cv2.dnn (its Conv bias initialisers fail cv2's shape check), and F.normalize exports as Clip with
@@ -49,16 +51,20 @@ class ExportCosineHead(nn.Module):
 class ExportModel(nn.Module):
     """faces (B, C, S, S) -> probabilities (B, K), embeddings (B, D)."""
 
-    def __init__(self, model: nn.Module, prob_scale: float):
+    def __init__(self, model: nn.Module, prob_scale: float, temperature: float = 1.0):
         super().__init__()
         self.model = copy.deepcopy(model).float().eval()
         if isinstance(self.model.head, CosineClassifier):
             self.model.head = ExportCosineHead(self.model.head)
         self.prob_scale = float(prob_scale)
+        self.temperature = float(temperature)
 
     def forward(self, faces: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         embeddings, outputs = self.model.forward_both(faces)
-        return torch.softmax(outputs * self.prob_scale, dim=1), embeddings
+        logits = outputs * self.prob_scale
+        if self.temperature != 1.0:  # as fer.inference.Classifier.outputs: the same two operations
+            logits = logits / self.temperature
+        return torch.softmax(logits, dim=1), embeddings
 
 
 def input_spec(model_spec: dict) -> dict:
@@ -68,21 +74,26 @@ def input_spec(model_spec: dict) -> dict:
             "normalisation": NORMALISATION}
 
 
-def onnx_bytes(model: nn.Module, model_spec: dict, class_names, config: dict | None = None) -> bytes:
-    """The serialised ONNX model of a loaded fer model (see the module docstring)."""
+def onnx_bytes(model: nn.Module, model_spec: dict, class_names, config: dict | None = None,
+               calibration: dict | None = None) -> bytes:
+    """The serialised ONNX model of a loaded fer model (see the module docstring); calibration: the checkpoint's
+    `calibration` value (None: uncalibrated, T = 1)."""
     import onnx
+
+    from fer.calibration import temperature_of
 
     spec = input_spec(model_spec)
     example = torch.zeros(2, spec["channels"], spec["size"], spec["size"])
     buffer = io.BytesIO()
     with warnings.catch_warnings():  # the legacy exporter announces its deprecation; it is chosen on purpose, above
         warnings.simplefilter("ignore")
-        torch.onnx.export(ExportModel(model, model_spec["prob_scale"]), (example,), buffer, dynamo=False,
+        temperature = temperature_of({"calibration": calibration, "path": "calibration"})
+        torch.onnx.export(ExportModel(model, model_spec["prob_scale"], temperature), (example,), buffer, dynamo=False,
                           opset_version=OPSET, input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
                           dynamic_axes={name: {0: "batch"} for name in (INPUT_NAME, *OUTPUT_NAMES)})
     proto = onnx.load_from_string(buffer.getvalue())
     metadata = {"fer.class_names": list(class_names), "fer.input": spec, "fer.model_spec": model_spec,
-                "fer.config": config or {}}
+                "fer.config": config or {}, "fer.calibration": calibration or {}}
     for key, value in metadata.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, json.dumps(value)
@@ -92,7 +103,8 @@ def onnx_bytes(model: nn.Module, model_spec: dict, class_names, config: dict | N
 
 def read_onnx(model_bytes: bytes, name: str) -> dict:
     """Check that an ONNX model is a fer export whose input matches its spec; returns class_names, input (the spec),
-    embedding_dim, model_spec, config. ValueError naming the file and what is wrong otherwise."""
+    embedding_dim, model_spec, config, calibration ({} when none). ValueError naming the file and what is wrong
+    otherwise."""
     import onnx
     from google.protobuf.message import DecodeError
 
@@ -118,7 +130,8 @@ def read_onnx(model_bytes: bytes, name: str) -> dict:
         raise ValueError(f"{name}: outputs do not match: expected probabilities (B, {len(class_names)}) and "
                          f"embeddings (B, D), found {outputs}")
     return {"class_names": tuple(class_names), "input": spec, "embedding_dim": outputs["embeddings"][1],
-            "model_spec": json.loads(metadata.get("fer.model_spec", "{}")), "config": json.loads(metadata.get("fer.config", "{}"))}
+            "model_spec": json.loads(metadata.get("fer.model_spec", "{}")), "config": json.loads(metadata.get("fer.config", "{}")),
+            "calibration": json.loads(metadata.get("fer.calibration", "{}"))}
 
 
 def _dims(value_info) -> list:
@@ -133,7 +146,8 @@ def export_onnx(checkpoint, out_path: str | Path) -> Path:
     model, ckpt = load_model(checkpoint)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_bytes(onnx_bytes(model, ckpt["model_spec"], ckpt["class_names"], ckpt.get("config")))
+    out_path.write_bytes(onnx_bytes(model, ckpt["model_spec"], ckpt["class_names"], ckpt.get("config"),
+                                    ckpt.get("calibration")))
     return out_path
 
 

@@ -1,13 +1,15 @@
 """Classifier: aligned uint8 faces in, class probabilities out. Used by evaluate, predict and live.
 
 This is the torch backend; fer/backends.py has the ONNX ones (onnxruntime, cv2.dnn) behind the same interface:
-class_names, input_size, channels, embedding_dim, checkpoint (its path, class names, model spec and training config),
+class_names, input_size, channels, embedding_dim, checkpoint (its path, class names, model spec, training config and
+calibration),
 outputs(x float (B, C, S, S)) -> (embeddings (B, D), probs (B, K)) as torch tensors, and predict(faces) -> probs.
 """
 
 import numpy as np
 import torch
 
+from fer.calibration import temperature_of
 from fer.checkpoint import input_shape, load_model
 from fer.data.transforms import check_faces, to_tensor
 from fer.device import resolve_device, to_device
@@ -24,7 +26,7 @@ def predict_probs(classifier, faces) -> np.ndarray:
 
 class Classifier:
     def __init__(self, model: torch.nn.Module, class_names, input_size: int, prob_scale: float, source: str = "",
-                 channels: int = 1, checkpoint: dict | None = None, device: str = "cpu"):
+                 channels: int = 1, checkpoint: dict | None = None, device: str = "cpu", temperature: float = 1.0):
         self.device = resolve_device(device, key="--device")
         # Batch norms folded into the convolutions: the same outputs with fewer ops (fer/models/fold.py).
         self.model = fold_batchnorm(model).to(self.device, memory_format=torch.channels_last)
@@ -32,6 +34,7 @@ class Classifier:
         self.input_size = input_size
         self.channels = channels  # 1: gray faces (N, S, S); 3: BGR faces (N, S, S, 3)
         self.prob_scale = prob_scale  # s for cosine heads (probs = softmax(s * cos)), 1 for logits
+        self.temperature = float(temperature)  # probs = softmax(logits / T), fer.calibration; 1: uncalibrated
         self.source = source
         self.checkpoint = checkpoint or {"path": source, "class_names": list(class_names), "model_spec": {}, "config": {}}
 
@@ -46,17 +49,25 @@ class Classifier:
         model, ckpt = load_model(checkpoint)
         spec = ckpt["model_spec"]
         size, channels = input_shape(spec)
-        info = {key: ckpt.get(key) or {} for key in ("model_spec", "config", "warm_start")}
+        info = {key: ckpt.get(key) or {} for key in ("model_spec", "config", "warm_start", "calibration")}
         info.update(path=ckpt["path"], class_names=list(ckpt["class_names"]))
         return cls(model, ckpt["class_names"], size, spec["prob_scale"], ckpt["path"],
-                   channels=channels, checkpoint=info, device=device)
+                   channels=channels, checkpoint=info, device=device, temperature=temperature_of(ckpt))
+
+    @torch.inference_mode()
+    def logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (B, C, S, S) float -> embeddings (B, D), uncalibrated logits prob_scale * outputs (B, K), on the device."""
+        x = to_device(x, self.device).contiguous(memory_format=torch.channels_last)
+        embeddings, outputs = self.model.forward_both(x)
+        return embeddings, outputs.float() * self.prob_scale
 
     @torch.inference_mode()
     def outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """x (B, C, S, S) float -> embeddings (B, D), probs (B, K), on the CPU."""
-        x = to_device(x, self.device).contiguous(memory_format=torch.channels_last)
-        embeddings, outputs = self.model.forward_both(x)
-        return embeddings.cpu(), torch.softmax(outputs.float() * self.prob_scale, dim=1).cpu()
+        """x (B, C, S, S) float -> embeddings (B, D), probs softmax(logits / T) (B, K), on the CPU."""
+        embeddings, logits = self.logits(x)
+        if self.temperature != 1.0:  # uncalibrated checkpoints: exactly the operations from before calibration
+            logits = logits / self.temperature
+        return embeddings.cpu(), torch.softmax(logits, dim=1).cpu()
 
     def predict(self, faces: np.ndarray) -> np.ndarray:
         """faces uint8 (N, S, S) (gray) or (N, S, S, 3) (BGR colour) -> probabilities float32 (N, K)."""

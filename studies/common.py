@@ -22,7 +22,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from fer.config import Config, apply_overrides, config_from_dict
+from fer.config import Config, DataConfig, apply_overrides, config_from_dict
+from fer.data import registry
 from fer.evaluate import REPORT_SPLITS, evaluate
 from fer.train import train
 
@@ -36,7 +37,16 @@ REFERENCE_SCALE, REFERENCE_MARGIN = 10.0, 0.35  # the paper's operating point (A
 DATASET_TITLES = {"rafdb": "RAF-DB", "fer2013": "FER2013"}
 SPLIT_TITLES = {"rafdb": "validation part", "fer2013": "PrivateTest"}  # the split each dataset is reported on
 REPORTED = {"rafdb": "last", "fer2013": "best"}  # checkpoint reported: see the module docstring
-TRAIN_IMAGES = {"rafdb": 11044, "fer2013": 28709}  # images per epoch (RAF-DB: 90 % of 12,271), for time estimates
+
+
+def _train_images(dataset: str) -> int:
+    """Images per epoch, for time estimates: the official train split, less the validation carve where one is made."""
+    record = registry.get(dataset)
+    carved = record.selection_split == "val"
+    return round(record.official_sizes[record.train_split] * (1 - DataConfig().val_fraction if carved else 1))
+
+
+TRAIN_IMAGES = {dataset: _train_images(dataset) for dataset in REPORTED}
 EVAL_OVERHEAD_S = 20.0  # reading the data, validation and the final report per run, roughly
 DEFAULT_MODEL = "mini_xception"  # the paper's model: every table runs on it
 COMPARED_METRICS = (("accuracy", "accuracy"), ("macro-F1", "macro_f1"))  # (name in the text, run.json key)

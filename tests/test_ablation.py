@@ -163,6 +163,8 @@ def test_time_estimates_come_from_finished_runs_of_the_same_model():
     same = common.Run("rafdb", "cosine_distance", "cosine", 1, model="resnet_small")
     assert common.estimate_seconds(same, finished, 15, None) == 300.0
     other_dataset = common.Run("fer2013", "softmax", "linear", 0, model="resnet_small")
+    # from the dataset registry: FER2013's Training split, RAF-DB's train less its 10 % validation carve
+    assert common.TRAIN_IMAGES == {"rafdb": 11044, "fer2013": 28709}, common.TRAIN_IMAGES
     ratio = common.TRAIN_IMAGES["fer2013"] / common.TRAIN_IMAGES["rafdb"]
     assert common.estimate_seconds(other_dataset, finished, 15, None) == pytest.approx(300.0 * ratio)
     unseen = common.Run("rafdb", "softmax", "linear", 0, model="resnet_medium")

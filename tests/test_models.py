@@ -151,6 +151,7 @@ def test_folding_batch_norm_keeps_the_outputs_and_removes_every_batch_norm(real_
 
 
 def test_the_torch_classifier_gives_the_unfolded_probabilities_of_the_shipped_default(real_faces):
+    from fer.calibration import temperature_of
     from fer.checkpoint import load_model
     from fer.inference import Classifier
 
@@ -158,6 +159,7 @@ def test_the_torch_classifier_gives_the_unfolded_probabilities_of_the_shipped_de
     model, checkpoint = load_model(None)
     x = resized(real_faces, classifier.input_size, classifier.channels)
     with torch.no_grad():
-        expected = torch.softmax(model.forward_both(x)[1] * checkpoint["model_spec"]["prob_scale"], dim=1)
+        logits = model.forward_both(x)[1] * checkpoint["model_spec"]["prob_scale"]
+        expected = torch.softmax(logits / temperature_of(checkpoint), dim=1)  # its calibration (fer.calibration)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in classifier.model.modules())
     assert torch.allclose(classifier.outputs(x)[1], expected, atol=1e-5)
