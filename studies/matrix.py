@@ -80,6 +80,15 @@ def evaluate_cell(model: str, column: str, tta: str, data_root=None) -> dict:
             "checkpoint_sha256": report["checkpoint"]["sha256"], "command": command}
 
 
+def card_calibration(checkpoint: dict) -> dict | None:
+    """The card's summary of the checkpoint's calibration (fer.calibration): None for an uncalibrated one (T = 1)."""
+    calibration = checkpoint.get("calibration")
+    if not calibration:
+        return None
+    return {key: calibration.get(key) for key in ("temperature", "fitted_on", "n", "ece_before", "ece_after",
+                                                  "nll_before", "nll_after", "bins")}
+
+
 def model_card(model: str, threads: int = 1, repeats: int = 50) -> dict:
     """What the checkpoint says about its training, plus parameters, file size and measured speed."""
     import torch
@@ -108,6 +117,7 @@ def model_card(model: str, threads: int = 1, repeats: int = 50) -> dict:
         "best_epoch": metrics.get("epoch"), "train_seconds_to_best": metrics.get("seconds"),
         "hardware": notes.get("hardware", "not recorded"), "notes": notes,
         "warm_start": checkpoint.get("warm_start"),  # fine-tuned: the weights it started from
+        "calibration": card_calibration(checkpoint),  # the temperature and the split it was fitted on
         "ms_per_face": round(one, 3), "faces_per_s_batch64": round(per_s),
         "timing": {"torch_threads": threads, "machine": platform.machine(), "processor": platform.processor() or "?",
                    "note": "random uint8 faces; speed does not depend on the pixels"},
@@ -195,6 +205,16 @@ def markdown(cells: list[dict], cards: list[dict]) -> str:
                      f"{card['hardware']} | {card['parameters']:,} | {card['file_bytes'] / 1e6:.2f} MB | "
                      f"{card['ms_per_face']:.2f} ({card['timing']['torch_threads']} thread) | "
                      f"{card['faces_per_s_batch64']:,} |")
+    lines += ["", "Calibration (fer/calibration.py, `run.py calibrate`): the temperature T of probs = "
+              "softmax(logits / T), fitted by NLL on the model's selection split (never a test split); expected "
+              "calibration error, top label, 15 equal-width bins, on that split before and after:", "",
+              "| model | temperature | fitted on | n | ECE before | ECE after | NLL before | NLL after |",
+              "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
+    for card in sorted(cards, key=lambda c: c["model"]):
+        cal = card.get("calibration")
+        lines.append(f"| `{card['model']}` | " + (f"{cal['temperature']:.3f} | {cal['fitted_on']} | {cal['n']:,} | "
+                     f"{_pct(cal['ece_before'])} | {_pct(cal['ece_after'])} | {cal['nll_before']:.3f} | "
+                     f"{cal['nll_after']:.3f} |" if cal else "1 (not calibrated) | – | – | – | – | – | – |"))
     lines += ["", END]
     return "\n".join(lines)
 
