@@ -137,7 +137,8 @@ def export_checkpoint(src: str | Path, name: str, notes: dict | None = None, wei
     history = (checkpoint.get("train_state") or {}).get("history") or []
     if not shipped["metrics"] and history:  # last.pt: the metrics of the last epoch it finished, from its own history
         shipped["metrics"] = history[-1]
-    for provenance in ("warm_start", "teachers"):  # the weights it started from, the models it was distilled from
+    # the weights it started from, the models it was distilled from, its temperature (fer.calibration)
+    for provenance in ("warm_start", "teachers", "calibration"):
         if provenance in checkpoint:
             shipped[provenance] = checkpoint[provenance]
     # float16 storage halves the package size; load_state_dict casts back to the model's float32.

@@ -160,3 +160,11 @@ def test_a_checkpoint_without_the_key_gives_exactly_the_uncalibrated_probabiliti
     assert torch.equal(classifier.outputs(x)[1], expected)
     onnx_probs = load_classifier(classifier.source, "onnxruntime").predict(real_faces)
     assert np.abs(onnx_probs - expected.numpy()).max() <= PARITY
+
+
+def test_shipping_a_calibrated_checkpoint_by_name_keeps_its_temperature(tmp_path):
+    from fer.checkpoint import export_checkpoint
+
+    source = with_temperature("rafdb", 1.5, tmp_path / "run_best.pt")
+    shipped = export_checkpoint(source, "mine", weights_dir=tmp_path / "weights")
+    assert Classifier.load(shipped).temperature == 1.5
