@@ -27,14 +27,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fer.data import registry
+
 log = logging.getLogger(__name__)
 
 ECE_BINS = 15
 T_BOUNDS = (0.05, 20.0)  # a fitted T at either bound means the logits are degenerate (constant or separable)
 CALIBRATION_KEYS = ("temperature", "fitted_on", "n", "ece_before", "ece_after", "nll_before", "nll_after", "bins",
                     "reliability_after", "left_out")
-# The split each dataset's models are selected on (fer.data.splits: FER2013 / FER+ PublicTest, carved validation part).
-SELECTION_SPLITS = {"fer2013": "public", "fer2013-csv": "public", "ferplus": "public", "rafdb": "val", "folder": "val"}
 
 
 # ----------------------------------------------------------------------------------------------------------------- math
@@ -149,29 +149,27 @@ def selection_sources(checkpoint: dict) -> list[str]:
     data = (checkpoint.get("config") or {}).get("data") or {}
     if data.get("dataset") == "mixed":
         return list(data.get("sources") or [])
-    if data.get("dataset") not in SELECTION_SPLITS:
+    if data.get("dataset") not in registry.evaluable():
         raise ValueError(f"{checkpoint.get('path', 'checkpoint')}: its config names no dataset with a selection split "
                          f"(data.dataset {data.get('dataset')!r}); pass --dataset")
     return [data["dataset"]]
 
 
 def read_selection_faces(classifier, dataset: str, split: str, data_root=None, data_path=None):
-    """One split read as `run.py evaluate` reads it for this model (fer.evaluate): the training seed's carve for 'val',
-    faces re-detected by the face stage for a dataset the model was trained on re-aligned (faces it does not find are
-    dropped and counted: predict shows no probability for them), FER+ contempt excluded for 7-class models, classes
-    mapped onto the model's. Refuses an incomplete split. Returns (FaceSet, description, number of faces left out for
-    want of a face)."""
+    """One split read as `run.py evaluate` reads it for this model (fer.evaluation.faces.read_split): the training
+    seed's carve for 'val', faces re-detected by the face stage for a dataset the model was trained on re-aligned (faces
+    it does not find are left out and counted: predict shows no probability for them), FER+ contempt excluded for
+    7-class models, classes mapped onto the model's. Refuses an incomplete split. Returns (FaceSet, description, number
+    of faces left out for want of a face)."""
     from fer.config import DataConfig
     from fer.data.paths import dataset_path
-    from fer.data.splits import SPLITS, load_eval_split, native_config
-    from fer.evaluate import completeness_problems, map_classes
+    from fer.evaluation.faces import completeness_problems, read_split
 
-    if dataset not in SELECTION_SPLITS:
-        raise ValueError(f"unknown dataset {dataset!r}; expected one of {', '.join(SELECTION_SPLITS)}")
-    if split not in SPLITS[dataset]:
-        raise ValueError(f"{dataset}: unknown split {split!r}; expected one of {', '.join(SPLITS[dataset])}")
-    if split != SELECTION_SPLITS[dataset]:
-        raise ValueError(f"{dataset}: calibrate on the selection split {SELECTION_SPLITS[dataset]!r}, not {split!r} "
+    record = registry.get(dataset)
+    if split not in record.splits:
+        raise ValueError(f"{dataset}: unknown split {split!r}; expected one of {', '.join(record.splits)}")
+    if split != record.selection_split:
+        raise ValueError(f"{dataset}: calibrate on the selection split {record.selection_split!r}, not {split!r} "
                          "(a test split would make its reports optimistic, train is fitted)")
     model_classes = tuple(classifier.class_names)
     trained = classifier.checkpoint.get("config") or {}
@@ -179,31 +177,23 @@ def read_selection_faces(classifier, dataset: str, split: str, data_root=None, d
     same_dataset = dataset in (trained_data.get("dataset"), *trained_data.get("sources", ()))
     seed = trained.get("train", {}).get("seed", 0) if same_dataset else 0
     data_cfg = DataConfig(dataset=dataset, path=data_path)
-    if split == "val" and same_dataset:
+    if split == "val" and same_dataset:  # exactly the validation part the model was selected on
         data_cfg = dataclasses.replace(data_cfg, val_fraction=trained_data["val_fraction"])
     data_cfg = dataclasses.replace(data_cfg, image_size=classifier.input_size, channels=classifier.channels)
     realigned = dataset in trained_data.get("realign", ())
     exclude = ("contempt",) if dataset == "ferplus" and "contempt" not in model_classes else ()
-    if realigned:
-        from fer.data.realign import realign_cached
-
-        location = dataset_path(dataset, data_path, data_root)
-        native = load_eval_split(native_config(data_cfg), split, seed, data_root)
-        faces, found, _ = realign_cached(native, dataset, location, data_cfg.image_size, data_cfg.channels)
-        faces.name = f"{native.name} (faces re-detected and aligned)"
-    else:
-        faces = load_eval_split(data_cfg, split, seed, data_root, class_names=model_classes)
-        found = np.ones(len(faces), bool)
+    location = dataset_path(dataset, data_path, data_root)
+    faces, no_face = read_split(data_cfg, split, location, model_classes, seed, data_root, exclude,
+                                detect_faces=realigned)
     problems = completeness_problems(faces, dataset, split)
     if problems:
         raise ValueError("; ".join(problems) + ". Refusing to calibrate on an incomplete split")
-    if not found.all():
-        log.warning("%s: the face stage found no face in %d of %d crops; left out of the fit", faces.name,
-                    int((~found).sum()), len(found))
-        faces = faces.subset(np.flatnonzero(found))
-    faces = map_classes(faces, model_classes, None, exclude)
+    n_no_face = int(no_face.sum()) if no_face is not None else 0
+    if n_no_face:
+        log.info("%s: %d face(s) without a face found left out of the fit", faces.name, n_no_face)
+        faces = faces.subset(np.flatnonzero(~no_face))
     text = f"{dataset}/{split}" + (" (faces re-detected)" if realigned else "")
-    return faces, text, int((~found).sum())
+    return faces, text, n_no_face
 
 
 @torch.inference_mode()
@@ -227,7 +217,7 @@ def calibrate_checkpoint(checkpoint, out: str | Path, datasets=None, splits=None
 
     classifier = Classifier.load(checkpoint)
     datasets = list(datasets or selection_sources(classifier.checkpoint))
-    splits = list(splits or [SELECTION_SPLITS.get(dataset, "?") for dataset in datasets])
+    splits = list(splits or [registry.get(dataset).selection_split for dataset in datasets])
     if len(splits) != len(datasets):
         raise ValueError(f"{len(datasets)} dataset(s) ({', '.join(datasets)}) but {len(splits)} split(s) "
                          f"({', '.join(splits)}): give one --split per --dataset, or none")
