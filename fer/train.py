@@ -242,7 +242,7 @@ def build_run(cfg: Config, device: torch.device, data_root) -> Run:
     spec = model_spec(cfg.model.name, num_classes, cfg.model.head, cfg.model.width, cfg.data.image_size,
                       cfg.loss.scale if cfg.model.head == "cosine" else 1.0, cfg.data.channels)
     model = build_model(spec)
-    warm = warm_start(model, spec, list(train_faces.class_names), t.init) if t.init else None
+    warm = warm_start(model, spec, list(train_faces.class_names), t.init, faces=train_faces) if t.init else None
     model = model.to(device)
     if t.channels_last:
         model = model.to(memory_format=torch.channels_last)

@@ -9,11 +9,16 @@ gives the same response on the same face (gray -> colour: weights times OpenCV's
 since the input scaling is affine with the same offset for every channel; colour -> gray: summed over the channels,
 exact on gray faces replicated into B, G and R). Only weights travel: optimizer, schedule and loss centers start
 fresh, as in any new run.
+
+`train.init: face_resnet_dlib` starts a `face_resnet` from dlib's face-recognition weights instead
+(fer.models.face_resnet_init; fetched once with `run.py fetch-backbone`): every layer but the classifier, with its
+batch norms re-parametrised on the run's own training faces.
 """
 
 import logging
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -24,15 +29,21 @@ from fer.face.model_file import sha256_of
 log = logging.getLogger(__name__)
 
 ARCHITECTURE = ("name", "head", "width")
+BACKBONE = "face_resnet_dlib"  # train.init naming the pretrained backbone rather than a checkpoint
+BACKBONE_STATISTICS_FACES = 512  # training faces whose channel statistics re-parametrise the backbone's batch norms
 LUMA_BGR = (0.114, 0.587, 0.299)  # cv2.COLOR_BGR2GRAY: Y = 0.299 R + 0.587 G + 0.114 B
 
 
-def warm_start(model: nn.Module, spec: dict, class_names: list[str], source: str) -> dict:
+def warm_start(model: nn.Module, spec: dict, class_names: list[str], source: str, faces=None) -> dict:
     """Copy source's weights into model (built from spec for class_names); returns what was copied.
 
     Returns {'source': path, 'sha256': of the file, 'datasets': lineage(source), 'classes_copied': [...],
     'classes_new': [...]}. Raises ConfigError naming 'train.init' when the architectures differ or no class is shared.
+    source BACKBONE: dlib's weights into a face_resnet; faces (a FaceSet, the run's training faces) set its batch-norm
+    statistics.
     """
+    if source == BACKBONE:
+        return backbone_start(model, spec, faces)
     trained, checkpoint = load_model(source)
     theirs = checkpoint["model_spec"]
     differ = [key for key in ARCHITECTURE if theirs.get(key) != spec[key]]
@@ -61,6 +72,25 @@ def warm_start(model: nn.Module, spec: dict, class_names: list[str], source: str
                                        "classes_new": [name for name in class_names if name not in shared]}
     log.info("train.init: weights from %s (%d px, %d channel(s)); classifier rows copied for %s, new for %s",
              checkpoint["path"], *input_shape(theirs), shared, report["classes_new"] or "none")
+    return report
+
+
+def backbone_start(model: nn.Module, spec: dict, faces) -> dict:
+    from fer.data.transforms import to_tensor
+    from fer.models.face_resnet_init import init_from_backbone
+
+    if spec["name"] != "face_resnet":
+        raise ConfigError(f"'train.init': {BACKBONE} starts the face_resnet model only, this run's model is {spec['name']!r}")
+    x = None
+    if faces is not None and len(faces):
+        pick = np.random.default_rng(0).permutation(len(faces))[:BACKBONE_STATISTICS_FACES]
+        x = to_tensor(faces.images[np.sort(pick)])
+    try:
+        report = init_from_backbone(model, x)
+    except FileNotFoundError as error:
+        raise ConfigError(f"'train.init': {error}") from None
+    log.info("train.init: face_resnet from dlib's face-recognition weights; %d batch norms re-parametrised on %d "
+             "training faces", report["batchnorm_reparametrised"], report["faces_for_statistics"])
     return report
 
 
