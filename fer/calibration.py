@@ -130,6 +130,17 @@ def calibration_record(logits: np.ndarray, labels: np.ndarray, fitted_on: str) -
             "bins": ECE_BINS, "reliability_after": reliability(after, labels)}
 
 
+def report_calibration(calibration: dict | None, probs: np.ndarray, labels: np.ndarray,
+                       no_face: np.ndarray | None = None) -> dict:
+    """An evaluation report's calibration entry: the checkpoint's temperature (1 without one), the split it was fitted
+    on, and the ECE of the probabilities reported on this split (faces found only)."""
+    calibration = calibration or {}
+    keep = np.ones(len(labels), bool) if no_face is None else ~np.asarray(no_face, bool)
+    ece = expected_calibration_error(probs[keep], labels[keep]) if keep.any() else None
+    return {"temperature": calibration.get("temperature", 1.0), "fitted_on": calibration.get("fitted_on"),
+            "ece": None if ece is None else round(ece, 6), "bins": ECE_BINS}
+
+
 def temperature_of(checkpoint: dict) -> float:
     """The checkpoint's temperature; 1.0 when it has no `calibration` key. A bad value is an error naming the file."""
     calibration = checkpoint.get("calibration")

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from fer import plots, tta
 from fer.backends import load_classifier
+from fer.calibration import report_calibration
 from fer.config import Config, DataConfig
 from fer.data import mixed, registry
 from fer.data.paths import dataset_path
@@ -137,6 +138,7 @@ def evaluate(checkpoint: str | Path | None, data_cfg: DataConfig, split: str | N
         "no_face": [p for p, flag in zip(faces.paths, no_face) if flag][:MAX_LISTED] if n_no_face else [],
         "incomplete": problems,
         "tta": options.tta_mode,
+        "calibration": report_calibration(ckpt.get("calibration"), probs, faces.labels, no_face),  # T, ECE here
         "checkpoint": {"path": str(Path(ckpt["path"]).resolve()), "sha256": sha256_file(ckpt["path"]),
                        "class_names": list(model_classes), "model": spec,
                        "trained_on": trained.get("data", {}).get("dataset")},

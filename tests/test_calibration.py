@@ -169,3 +169,16 @@ def test_shipping_a_calibrated_checkpoint_by_name_keeps_its_temperature(tmp_path
     source = with_temperature("rafdb", 1.5, tmp_path / "run_best.pt")
     shipped = export_checkpoint(source, "mine", weights_dir=tmp_path / "weights")
     assert Classifier.load(shipped).temperature == 1.5
+
+
+def test_evaluate_reports_the_calibrated_ece_of_the_split(data_root, tmp_path):
+    """evaluate on rafdb's own selection split reports the ECE `calibrate` stored for it: the same faces, the same
+    calibrated probabilities."""
+    from fer.config import DataConfig
+    from fer.evaluate import evaluate
+
+    stored = load_checkpoint("rafdb")["calibration"]
+    report = evaluate("rafdb", DataConfig(dataset="rafdb"), "val", tmp_path, data_root=data_root, device="cpu")
+    assert report["calibration"]["temperature"] == stored["temperature"]
+    assert report["calibration"]["ece"] == pytest.approx(stored["ece_after"], abs=1e-4)
+    assert "ECE, top label, 15 bins" in (tmp_path / "report.md").read_text()

@@ -21,6 +21,9 @@ def format_summary(report: dict) -> str:
              f"skipped {report['n_skipped']}, excluded {report['n_excluded']}, no face {report['n_no_face']}",
              f"accuracy {report['accuracy']:.4f}   balanced accuracy {report['balanced_accuracy']:.4f}   "
              f"macro-F1 {report['macro_f1']:.4f}", ""]
+    calibration = report.get("calibration") or {}
+    if calibration.get("ece") is not None:
+        lines[1] += f"   ECE {calibration['ece']:.4f} (temperature {calibration['temperature']:g})"
     width = max(len(name) for name in report["per_class"]) + 2
     lines.append(f"{'class':<{width}}{'precision':>10}{'recall':>8}{'f1':>8}{'support':>9}")
     for name, row in report["per_class"].items():
@@ -51,6 +54,10 @@ def report_markdown(report: dict) -> str:
     lines += ["", "| metric | value |", "| --- | ---: |"]
     lines += [f"| {name} | {report[key]:.4f} |" for name, key in
               (("accuracy", "accuracy"), ("balanced accuracy", "balanced_accuracy"), ("macro-F1", "macro_f1"))]
+    calibration = report.get("calibration") or {}
+    if calibration.get("ece") is not None:  # probabilities are softmax(logits / T), fer.calibration
+        lines.append(f"| ECE, top label, {calibration['bins']} bins (temperature {calibration['temperature']:g}) | "
+                     f"{calibration['ece']:.4f} |")
     lines += ["", "| class | precision | recall | F1 | support |", "| --- | ---: | ---: | ---: | ---: |"]
     lines += [f"| {name} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | {r['support']:,} |"
               for name, r in report["per_class"].items()]
