@@ -1,10 +1,9 @@
 """Re-framing a dataset's face crop: find the face again inside a tight crop and align it like predict/live do.
 
-YuNet misses faces that fill a small frame (RAF-DB's 100x100 aligned crops, FER2013's 48x48 crops). Found-rates on
-1,000 random RAF-DB train crops (python benchmarks/recrop.py --dataset rafdb --n 1000 --seed 1): as is 96.3 %, upscaled
-2x 98.2 %, black 50 % border + 2x 97.7 %; all three chained 98.5 % (FER2013 PrivateTest: 62.8 % as is, 96.4 % chained).
-Replicated borders did worse than none (50 %, not upscaled: 87.0 % of 400 crops). PASSES tries the best first and
-falls back. Landmarks and box come back in the crop's own pixels.
+YuNet misses faces that fill a small frame (RAF-DB's 100x100 aligned crops, FER2013's 48x48 crops), so detection runs on
+the crop enlarged, then as is, then inside a black border; replicated borders did worse than none. PASSES tries the best
+first and falls back. The found-rate of each pass is measured by benchmarks/recrop.py; its figures are in
+docs/datasets.md. Landmarks and box come back in the crop's own pixels.
 """
 
 import cv2
