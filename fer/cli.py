@@ -61,16 +61,20 @@ def add_evaluate(sub):
     p.add_argument("--dataset", default="fer2013", choices=registry.evaluable())
     p.add_argument("--data", help="where this dataset lives (default: its folder under the data root)")
     p.add_argument("--data-root", help="data root (default: env FER_DATA, else ./data)")
-    p.add_argument("--split", help="split to evaluate (default: the test split: private for fer2013/ferplus, test for "
-                   "rafdb/folder; a folder without split sub-folders is read whole)")
+    redetect = {how: [name for name in registry.evaluable() if registry.get(name).redetect == how]
+                for how in ("photos", "crops")}
+    tests = ", ".join(f"{name} {registry.get(name).test_split}" for name in registry.evaluable())
+    p.add_argument("--split", help=f"split to evaluate (default: the test split: {tests}; a folder without split "
+                   "sub-folders is read whole)")
     p.add_argument("--tta", default="none", choices=("none", "flip", "tencrop"), help="test-time augmentation")
     p.add_argument("--dedup-clean", action="store_true", help="drop test images with a byte-identical copy in train")
     p.add_argument("--class-map", help="dataset_class=model_class pairs, e.g. anger=angry,sadness=sad")
     p.add_argument("--exclude-classes", help="dataset classes to leave out (counted), e.g. contempt")
     p.add_argument("--allow-skipped", action="store_true", help="report even if samples of the split could not be read")
     p.add_argument("--detect-faces", action="store_true",
-                   help="detect and align the faces first: in raw photos (folder) or inside the dataset's own crops "
-                        "(fer2013, fer2013-csv, ferplus, rafdb: the framing of predict/live); no face = counted error")
+                   help="detect and align the faces first: in raw photos (" + ", ".join(redetect["photos"]) + ") or "
+                        "inside the dataset's own crops (" + ", ".join(redetect["crops"]) + "): the framing of "
+                        "predict/live; no face = counted error")
     p.add_argument("--projection", default="pca", choices=("pca", "tsne"), help="embeddings.png projection")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--out", default="runs/eval", help="report folder (report.json, report.md, confusion.png, embeddings.png)")
