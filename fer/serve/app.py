@@ -21,6 +21,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.requests import ClientDisconnect
 
 from fer.serve.engine import Engine
 from fer.serve.images import RequestError, decode_base64
@@ -125,8 +126,10 @@ def create_app(engine: Engine, *, token: str | None = None, max_body_bytes: int 
 
     @app.get("/healthz", summary="Liveness: 200 while the server answers")
     async def healthz():
+        batcher = engine.batcher
         return {"status": "ok", "model": engine.info["name"], "workers": engine.workers,
-                "batching": engine.batcher is not None}
+                "batching": batcher is not None, "pending": pending["n"],
+                "batches": batcher.batches if batcher else None, "batched_faces": batcher.faces if batcher else None}
 
     @app.get("/v1/models", summary="The model this server runs: name, version (weights' sha256), classes, input")
     async def models():
@@ -160,11 +163,15 @@ async def read_image_body(request: Request, limit: int) -> tuple[bytes, str | No
     if length.isdigit() and int(length) > limit:
         raise RequestError(413, f"request body of {int(length)} bytes exceeds the limit of {limit} bytes")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise RequestError(413, f"request body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise RequestError(413, f"request body exceeds the limit of {limit} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:  # nobody is left to read the answer; not a server error
+        log.info("client disconnected after %d bytes of its request body", size)
+        raise RequestError(400, f"the client disconnected after {size} bytes of the body") from None
     body = b"".join(chunks)
     if content_type.startswith("multipart/form-data"):
         return await _multipart_image(request, body)

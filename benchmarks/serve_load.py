@@ -1,0 +1,148 @@
+"""POST /v1/predict under load on loopback, against in-process predict on the same photos and cores.
+
+    python benchmarks/serve_load.py                        # 8 clients x 1,000 requests, batching on and off
+    python benchmarks/serve_load.py --memory 10000         # also resident memory after 100 and 10,000 requests
+    python benchmarks/serve_load.py --clients 1 4 8 --requests 500
+
+Photos: the shared photos resized to 640x480 (JPEG, 1-3 faces each). The server is `run.py serve` in a child process
+(one worker per core, one torch/OpenCV thread each); the clients are threads of this process with keep-alive
+connections, so they share the cores with the server, as on a one-box deployment. In-process baselines, on the same
+photos, in this process before the server starts: (a) ExpressionRecognizer.predict in a loop with the library's
+default threads, (b) the same with one torch/OpenCV thread, (c) the server's own Engine (worker pool + batcher)
+fed by 8 threads without HTTP. Bounded: every run is a fixed number of requests. Timings are wall-clock on whatever
+else the machine is doing; the load average is printed with them.
+"""
+
+import argparse
+import http.client
+import json
+import sys
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.serve_common import (load_average, percentiles, photos_640x480, request, rss_mb,  # noqa: E402
+                                     serve_process)
+
+HEADERS = {"Content-Type": "image/jpeg"}
+
+
+def run_clients(port: int, photos: list[bytes], clients: int, total: int) -> dict:
+    """`total` requests from `clients` threads with keep-alive connections; throughput, latency, errors."""
+    latencies, errors, lock = [], [], threading.Lock()
+    counter = iter(range(total))
+
+    def client():
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        while True:
+            with lock:
+                index = next(counter, None)
+            if index is None:
+                break
+            start = time.perf_counter()
+            try:
+                status, body = request(port, "POST", "/v1/predict", photos[index % len(photos)], HEADERS, conn)
+                if status != 200 or not body.get("faces"):
+                    errors.append(f"{status}: {str(body)[:100]}")
+            except (OSError, http.client.HTTPException, ValueError) as error:
+                errors.append(repr(error))
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+            latencies.append(time.perf_counter() - start)
+        conn.close()
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    start = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    seconds = time.perf_counter() - start
+    return {"clients": clients, "requests": total, "seconds": round(seconds, 2),
+            "requests_per_s": round(total / seconds, 2), **percentiles(latencies), "errors": len(errors),
+            "error_examples": errors[:3]}
+
+
+def in_process_baselines(photos: list[bytes], total: int, workers: int) -> dict:
+    import torch
+
+    from fer import ExpressionRecognizer
+    from fer.serve.engine import Engine
+
+    results = {}
+    recognizer = ExpressionRecognizer()
+    for name, threads in (("sequential, default threads", None), ("sequential, 1 thread", 1)):
+        if threads:
+            torch.set_num_threads(threads)
+            cv2.setNumThreads(threads)
+        for data in photos:  # warm-up
+            recognizer.predict(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR))
+        start = time.perf_counter()
+        for index in range(total):
+            recognizer.predict(cv2.imdecode(np.frombuffer(photos[index % len(photos)], np.uint8), cv2.IMREAD_COLOR))
+        results[name] = round(total / (time.perf_counter() - start), 2)
+    engine = Engine(workers=workers)  # the server's pool + batcher, no HTTP
+    for data in photos:
+        engine.pool.submit(engine.predict_bytes, data).result()
+    start = time.perf_counter()
+    futures = [engine.pool.submit(engine.predict_bytes, photos[index % len(photos)]) for index in range(total)]
+    for future in futures:
+        future.result()
+    results[f"server engine in-process ({engine.workers} workers, batching)"] = round(
+        total / (time.perf_counter() - start), 2)
+    engine.close()
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clients", type=int, nargs="+", default=[8])
+    parser.add_argument("--requests", type=int, default=1000, help="requests per measured run")
+    parser.add_argument("--memory", type=int, default=0, help="also total requests for the memory check (e.g. 10000)")
+    parser.add_argument("--baseline-requests", type=int, default=300)
+    parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--out", help="write the results as JSON here")
+    args = parser.parse_args()
+    photos = photos_640x480()
+    report = {"load_average_start": load_average(), "photos": len(photos)}
+    report["in_process_images_per_s"] = in_process_baselines(photos, args.baseline_requests, args.workers or 0)
+    print("in-process images/s:", json.dumps(report["in_process_images_per_s"]), flush=True)
+    report["server"] = []
+    for batching in (True, False):
+        options = [] if batching else ["--no-batching"]
+        if args.workers:
+            options += ["--workers", str(args.workers)]
+        with serve_process(*options) as (port, pid):
+            warm = run_clients(port, photos, 8, 100)  # the first 100 requests
+            rss_100 = rss_mb(pid)
+            served = 100
+            for clients in args.clients:
+                result = run_clients(port, photos, clients, args.requests)
+                served += args.requests
+                result.update(batching=batching, rss_mb=round(rss_mb(pid), 1))
+                status, health = request(port, "GET", "/healthz")
+                if batching and health.get("batches"):
+                    result["mean_faces_per_batch"] = round(health["batched_faces"] / health["batches"], 2)
+                report["server"].append(result)
+                print(json.dumps(result), flush=True)
+            if batching and args.memory > served:
+                long_run = run_clients(port, photos, 8, args.memory - served)
+                report["memory"] = {"rss_mb_after_100": round(rss_100, 1), "requests": args.memory,
+                                    "rss_mb_after_all": round(rss_mb(pid), 1),
+                                    "growth_mb": round(rss_mb(pid) - rss_100, 1), "errors": long_run["errors"] +
+                                    warm["errors"] + sum(r["errors"] for r in report["server"]),
+                                    "long_run": long_run}
+                print("memory:", json.dumps(report["memory"]), flush=True)
+    report["load_average_end"] = load_average()
+    if args.out:
+        Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
