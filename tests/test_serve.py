@@ -327,6 +327,17 @@ def test_batcher_returns_each_caller_its_own_rows(engine, real_faces):
         batcher.close()
 
 
+def test_batch_closes_once_every_active_request_is_in_it(engine, real_faces):
+    batcher = Batcher(engine.classifier.predict, window_s=2.0, active=lambda: 1)  # one request in progress
+    try:
+        start = time.perf_counter()
+        probs = batcher.predict(real_faces[:2])
+        assert time.perf_counter() - start < 1.0, "a lone request must not wait out the 2 s window"
+        np.testing.assert_allclose(probs, engine.classifier.predict(real_faces[:2]), atol=1e-5)
+    finally:
+        batcher.close()
+
+
 def test_classifier_failure_reaches_the_caller_and_the_batcher_goes_on(real_faces):
     calls = []
 

@@ -1,7 +1,9 @@
 """Dynamic batching of face crops across concurrent requests, the way Triton's dynamic batcher does it.
 
 The first waiting request opens a batch; crops of other requests that arrive within `window_s` (or until `max_batch`
-faces are waiting) join it, and one classifier.predict call classifies them all. Each caller gets back the rows of its
+faces are waiting) join it, and one classifier.predict call classifies them all. The batch closes early once it holds
+a request from every request in progress (`active`, when given): nobody else could join, so waiting would only add
+latency (a lone WebSocket stream never waits). Each caller gets back the rows of its
 own crops. One small model call per request pays the model's fixed per-call cost (Python, operator dispatch) again
 and again; a batch pays it once.
 """
@@ -22,14 +24,16 @@ class Batcher:
         predict: uint8 crops (N, S, S[, 3]) -> probs (N, K); called from the batcher's own thread only.
         window_s: how long the first crop of a batch waits for more.
         max_batch: faces per predict call at most (a request with more faces is classified alone, whole).
+        active: () -> number of requests in progress that may still send crops (None: always wait window_s).
     """
 
-    def __init__(self, predict, window_s: float = 0.003, max_batch: int = 64):
+    def __init__(self, predict, window_s: float = 0.003, max_batch: int = 64, active=None):
         if window_s < 0 or max_batch < 1:
             raise ValueError(f"batching window must be >= 0 s and max_batch >= 1, got {window_s}, {max_batch}")
         self.predict_fn = predict
         self.window_s = window_s
         self.max_batch = max_batch
+        self.active = active
         self.batches = 0  # predict calls made
         self.faces = 0  # faces classified
         self._queue: queue.Queue = queue.Queue()
@@ -56,7 +60,7 @@ class Batcher:
             batch = [item]
             count = len(item[0])
             deadline = time.perf_counter() + self.window_s
-            while count < self.max_batch:
+            while count < self.max_batch and (self.active is None or len(batch) < self.active()):
                 try:
                     item = self._queue.get(timeout=max(0.0, deadline - time.perf_counter()))
                 except queue.Empty:

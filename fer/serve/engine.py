@@ -85,7 +85,10 @@ class Engine:
         self.max_pixels = max_pixels
         self.detect_every = detect_every
         self.smoothing = smoothing
-        self.batcher = Batcher(self.classifier.predict, batch_window_s, max_batch) if batching else None
+        self._active = 0  # requests and frames running in a worker now (the batcher waits for no more than these)
+        self._active_lock = threading.Lock()
+        self.batcher = (Batcher(self.classifier.predict, batch_window_s, max_batch, active=lambda: self._active)
+                        if batching else None)
         if self.batcher is not None:
             self.shared_classifier = _BatchedClassifier(self.classifier, self.batcher)
         elif backend == "opencv":  # a cv2.dnn Net is not thread-safe: one call at a time
@@ -106,10 +109,18 @@ class Engine:
                                                     max_side=max_side)
         return detectors[max_side]
 
+    def _count(self, step: int) -> None:
+        with self._active_lock:
+            self._active += step
+
     def predict_bytes(self, data: bytes) -> tuple[list[dict], tuple[int, int]]:
         """Image file bytes -> (faces as `predict --json` lists them, (width, height)). Runs in a worker thread."""
-        image_bgr = decode_image(data, self.max_pixels)
-        return self.predict_image(image_bgr), (image_bgr.shape[1], image_bgr.shape[0])
+        self._count(1)
+        try:
+            image_bgr = decode_image(data, self.max_pixels)
+            return self.predict_image(image_bgr), (image_bgr.shape[1], image_bgr.shape[0])
+        finally:
+            self._count(-1)
 
     def predict_image(self, image_bgr: np.ndarray) -> list[dict]:
         faces = self._detector(PREDICT_MAX_SIDE).detect(image_bgr)
@@ -121,8 +132,12 @@ class Engine:
 
     def stream_bytes(self, stream: FaceStream, data: bytes) -> tuple[list[dict], tuple[int, int]]:
         """One JPEG (or PNG, WebP, BMP) frame of a stream -> its tracked, smoothed faces. Runs in a worker thread."""
-        image_bgr = decode_image(data, self.max_pixels)
-        return stream.step(image_bgr, self._detector(LIVE_MAX_SIDE)), (image_bgr.shape[1], image_bgr.shape[0])
+        self._count(1)
+        try:
+            image_bgr = decode_image(data, self.max_pixels)
+            return stream.step(image_bgr, self._detector(LIVE_MAX_SIDE)), (image_bgr.shape[1], image_bgr.shape[0])
+        finally:
+            self._count(-1)
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
