@@ -14,6 +14,7 @@ import json
 import logging
 import time
 from pathlib import Path
+from urllib.parse import unquote_to_bytes
 
 from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
 from fastapi.exceptions import RequestValidationError
@@ -69,8 +70,6 @@ class TokenMiddleware:
                 candidates.append(value[7:].strip())
         for pair in scope.get("query_string", b"").split(b"&"):
             if pair.startswith(b"token="):
-                from urllib.parse import unquote_to_bytes
-
                 candidates.append(unquote_to_bytes(pair[6:]))
         return any(hmac.compare_digest(candidate, self.token) for candidate in candidates)
 
