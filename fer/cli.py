@@ -315,6 +315,30 @@ def cmd_analyze(args) -> int:
     return 0
 
 
+def add_calibrate(sub):
+    p = sub.add_parser("calibrate", help="fit a temperature on a model's selection split (calibrated probabilities) "
+                       "and write the checkpoint with it")
+    p.add_argument("checkpoint", help="shipped model name or checkpoint path")
+    p.add_argument("--dataset", action="append", choices=("fer2013", "fer2013-csv", "ferplus", "rafdb", "folder"),
+                   help="dataset to fit on, repeatable (the union); default: the model's own, each source of a "
+                        "multi-dataset model")
+    p.add_argument("--split", action="append", help="one per --dataset, in order: its selection split (public for "
+                   "fer2013/ferplus, val for rafdb/folder; the default); test splits are refused")
+    p.add_argument("--data", help="where the dataset lives (default: its folder under the data root)")
+    p.add_argument("--data-root", help="data root (default: env FER_DATA, else ./data)")
+    p.add_argument("--out", required=True, help="checkpoint file to write (may be the input file itself)")
+    p.set_defaults(handler=cmd_calibrate)
+
+
+def cmd_calibrate(args) -> int:
+    from fer.calibration import calibrate_checkpoint
+
+    record = calibrate_checkpoint(args.checkpoint, args.out, args.dataset, args.split, args.data_root, args.data)
+    print(json.dumps({k: v for k, v in record.items() if k != "reliability_after"}))
+    print(f"written: {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fer", description="Facial expression recognition: preprocess, train, evaluate, "
                                      "predict and live classification.")
