@@ -40,7 +40,8 @@ def serve_process(*options: str, timeout: float = 120.0):
         deadline = time.monotonic() + timeout
         while True:
             if process.poll() is not None:
-                raise RuntimeError(f"{' '.join(command)} exited {process.returncode}: {Path(log.name).read_text()[-2000:]}")
+                output = Path(log.name).read_text()[-2000:]
+                raise RuntimeError(f"{' '.join(command)} exited {process.returncode}: {output}")
             try:
                 status, _ = request(port, "GET", "/healthz")
                 if status == 200:

@@ -1,4 +1,4 @@
-"""Video reports on the shared clip: the CSV is live's per-frame output, the summary agrees with it, the PNGs are real."""
+"""Video reports on the shared clip: the CSV is live's per-frame output, the summary agrees with it, real PNGs."""
 
 import csv
 import json

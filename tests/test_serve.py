@@ -1,4 +1,4 @@
-"""The server on a real uvicorn socket (127.0.0.1, a free port): predict, models, the WebSocket, bad requests, tokens."""
+"""The server on a real uvicorn socket (127.0.0.1, a free port): predict, models, WebSocket, bad requests, tokens."""
 
 import base64
 import json

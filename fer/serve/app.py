@@ -109,7 +109,8 @@ def create_app(engine: Engine, *, token: str | None = None, max_body_bytes: int 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, error: Exception):
         log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return JSONResponse({"error": f"internal error ({type(error).__name__}); the server logged it"}, status_code=500)
+        return JSONResponse({"error": f"internal error ({type(error).__name__}); the server logged it"},
+                            status_code=500)
 
     @app.get("/", include_in_schema=False)
     async def index():
@@ -141,9 +142,10 @@ def create_app(engine: Engine, *, token: str | None = None, max_body_bytes: int 
         start = time.perf_counter()
         data, filename = await read_image_body(request, max_body_bytes)
         faces, (width, height) = await in_pool(engine.predict_bytes, data)
-        return {"path": filename, "error": None, "faces": faces, "image": {"width": width, "height": height},
-                "model": {"name": engine.info["name"], "version": engine.info["version"]},
-                "ms": round(1000 * (time.perf_counter() - start), 2)}
+        model = {"name": engine.info["name"], "version": engine.info["version"]}
+        return JSONResponse({"path": filename, "error": None, "faces": faces,
+                             "image": {"width": width, "height": height}, "model": model,
+                             "ms": round(1000 * (time.perf_counter() - start), 2)})
 
     @app.websocket("/v1/live")
     async def live(websocket: WebSocket):
