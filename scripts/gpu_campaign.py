@@ -54,7 +54,7 @@ def split_jpeg(data: bytes, path: str) -> tuple[bytes, bytes]:
     return data[:end], data[end:]
 
 
-def pack_family(family: str, out: Path, root=None) -> Path:
+def pack_family(family: str, out: Path, root=None, max_per_class: int | None = None) -> Path:
     """One pack per family: the images of its datasets' training and selection parts once, a label set per dataset
     (-1 where a face is not in that dataset's protocol, e.g. FER+ 'unknown' rows)."""
     from fer.config import DataConfig
@@ -63,7 +63,8 @@ def pack_family(family: str, out: Path, root=None) -> Path:
     protocols = {}
     for dataset in FAMILIES[family]:
         size, channels = STORED[dataset]
-        protocols[dataset] = load_train_val(DataConfig(dataset=dataset, image_size=size, channels=channels), 0, root)
+        data = DataConfig(dataset=dataset, image_size=size, channels=channels, max_per_class=max_per_class)
+        protocols[dataset] = load_train_val(data, 0, root)
     order = {}  # path -> (index, part), in the first dataset's order
     for train, val in protocols.values():
         for name, faces in (("train", train), ("val", val)):
@@ -298,14 +299,22 @@ def run_job(job: dict, data: dict, out: Path, device: torch.device, recipe: dict
 
 
 def campaign_config(job: dict, recipe: dict) -> dict:
-    """The run as a project config (fer.config schema), so that lineage and cards read it like any checkpoint's."""
-    return {"data": {"dataset": job["dataset"], "image_size": recipe["size"], "channels": 3},
-            "model": {"name": "face_resnet", "head": "cosine" if job["loss"] == "cosine_distance" else "linear"},
-            "loss": {"name": job["loss"], "scale": recipe["scale"], "margin": recipe["margin"],
-                     "lambda_island": recipe["lambda_island"], "lambda1": recipe["lambda1"]},
-            "train": {"init": "face_resnet_dlib", "epochs": job["epochs"], "batch_size": recipe["batch_size"],
-                      "optimizer": "adamw", "lr": job["lr"], "weight_decay": recipe["weight_decay"],
-                      "seed": job["seed"], "campaign": "scripts/gpu_campaign.py"}}
+    """The run as a complete project config (fer.config, every key resolved), so that evaluate, lineage and the cards
+    read it like any checkpoint's. The GPU augmentation (augment()) has no config keys of its own: recipe records it."""
+    from fer.config import config_from_dict, config_to_dict
+
+    aug = recipe["aug"]
+    raw = {"data": {"dataset": job["dataset"], "image_size": recipe["size"], "channels": 3},
+           "augment": {"hflip": 0.5, "rotate": aug["rotate"], "shift": aug["shift"], "scale": aug["scale"],
+                       "erase": aug["erase"]},
+           "model": {"name": "face_resnet", "head": "cosine" if job["loss"] == COSINE else "linear"},
+           "loss": {"name": job["loss"], "scale": recipe["scale"], "margin": recipe["margin"],
+                    "lambda_island": recipe["lambda_island"], "lambda1": recipe["lambda1"]},
+           "train": {"init": "face_resnet_dlib", "epochs": job["epochs"], "batch_size": recipe["batch_size"],
+                     "optimizer": "adamw", "lr": job["lr"], "weight_decay": recipe["weight_decay"],
+                     "schedule": "cosine", "warmup_epochs": float(recipe["warmup_epochs"]), "seed": job["seed"],
+                     "precision": "bf16"}}
+    return config_to_dict(config_from_dict(raw, "scripts/gpu_campaign.py"))
 
 
 def pick_lr(job: dict, records: dict, fixed: dict) -> float:
@@ -365,6 +374,7 @@ def main() -> None:
     p.add_argument("--family", choices=sorted(FAMILIES), required=True)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--data-root", default=None)
+    p.add_argument("--max-per-class", type=int, help="a small real subset (tests, the --dry-run check)")
     r = sub.add_parser("run", help="train a plan's jobs from packs")
     r.add_argument("--pack", type=Path, required=True, help="the family's pack (pack --out DIR writes DIR/<family>.npz)")
     r.add_argument("--plan", choices=sorted(PLANS), required=True)
@@ -377,7 +387,7 @@ def main() -> None:
     r.add_argument("--dry-run", action="store_true", help="CPU, 64 faces per part, 2 steps per job: checks the path")
     args = parser.parse_args()
     if args.command == "pack":
-        pack_family(args.family, args.out, args.data_root)
+        pack_family(args.family, args.out, args.data_root, args.max_per_class)
     else:
         run_plan(args)
 

