@@ -17,7 +17,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from studies.common import cell  # noqa: E402
+from studies.common import TRAIN_IMAGES, cell  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RUNS = REPO_ROOT / "docs" / "runs"
@@ -43,18 +43,38 @@ def scratch_records(root: Path = RUNS) -> dict[str, list[dict]]:
     return found
 
 
+def forward_gflops(name: str, size: int, channels: int) -> float:
+    """Forward FLOPs of one face (torch's FlopCounterMode: 2 per multiply-add), a machine-independent cost."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from fer.models import create_model
+
+    model = create_model(name, 7, in_channels=channels).eval()
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(torch.zeros(1, channels, size, size))
+    return counter.get_total_flops() / 1e9
+
+
+def training_tflop(images: int, gflops: float) -> float:
+    return images * 3 * gflops / 1e3  # forward + backward ~ 3 forwards
+
+
 def percent_cells(values: dict[str, list[float]]) -> list[str]:
     return [cell(values[key]) if values[key] else "-" for _, key in METRICS]
 
 
 def comparison_table(records: list[dict], scratch: dict[str, list[dict]]) -> list[str]:
-    lines = ["| route | input | epochs | seeds | training | " + " | ".join(t for t, _ in METRICS) + " |",
-             "|---|---|---:|---:|---|" + "---:|" * len(METRICS)]
+    small, backbone = forward_gflops("resnet_small", 48, 1), forward_gflops("face_resnet", 112, 3)
+    lines = ["| route | input | epochs | seeds | training compute | training time | "
+             + " | ".join(t for t, _ in METRICS) + " |", "|---|---|---:|---:|---:|---|" + "---:|" * len(METRICS)]
     for loss, runs in sorted(scratch.items()):
         values = {key: [r[key] for r in runs] for _, key in METRICS}
         cpu = sum(r["cpu_s"] for r in runs) / len(runs) / 60
+        compute = training_tflop(runs[0]["epochs"] * TRAIN_IMAGES["rafdb"], small)
         lines.append(f"| small ResNet from scratch, {LOSS_TITLES[loss]} | 48 px gray | {runs[0]['epochs']} | "
-                     f"{len(runs)} | {cpu:.0f} CPU-min each (1 thread) | " + " | ".join(percent_cells(values)) + " |")
+                     f"{len(runs)} | {compute:.0f} TFLOP | {cpu:.0f} CPU-min each (1 thread) | "
+                     + " | ".join(percent_cells(values)) + " |")
     groups: dict[tuple, list[dict]] = {}
     for r in records:
         if r["job"]["dataset"] == "rafdb":
@@ -62,9 +82,19 @@ def comparison_table(records: list[dict], scratch: dict[str, list[dict]]) -> lis
     for (loss, lr), runs in sorted(groups.items()):
         values = {key: [r["last"][key] for r in runs] for _, key in METRICS}
         gpu = sum(r["last"]["seconds"] for r in runs) / len(runs)
+        compute = training_tflop(runs[0]["job"]["epochs"] * runs[0]["n_train"], backbone)
         lines.append(f"| face_resnet from dlib's weights, {LOSS_TITLES[loss]}, lr {lr:g} | 112 px colour | "
-                     f"{runs[0]['job']['epochs']} | {len(runs)} | {gpu:.0f} s each on one H200, validation included | "
-                     + " | ".join(percent_cells(values)) + " |")
+                     f"{runs[0]['job']['epochs']} | {len(runs)} | {compute:.0f} TFLOP | {gpu:.0f} s each on one H200, "
+                     "validation included | " + " | ".join(percent_cells(values)) + " |")
+    # the same compute as the from-scratch schedule: the face_resnet runs' validation at that epoch (mid-schedule)
+    budget = training_tflop(max(r["epochs"] for runs in scratch.values() for r in runs) * TRAIN_IMAGES["rafdb"], small)
+    lines += ["", "At the from-scratch schedule's compute (" + f"{budget:.0f} TFLOP" + "), the face_resnet runs were at"
+              " epoch " + ", ".join(sorted({str(max(1, round(budget / training_tflop(r['n_train'], backbone))))
+                                            for r in records if r["job"]["dataset"] == "rafdb"}))
+              + " of their 30, with validation accuracy "
+              + "; ".join(f"{r['name']} {100 * r['history'][max(1, round(budget / training_tflop(r['n_train'], backbone))) - 1]['accuracy']:.2f} %"
+                          for r in records if r["job"]["dataset"] == "rafdb")
+              + " (mid-schedule, learning rate still high: a lower bound for a schedule of that length, not measured)."]
     return lines
 
 
