@@ -172,13 +172,15 @@ def test_shipping_a_calibrated_checkpoint_by_name_keeps_its_temperature(tmp_path
 
 
 def test_evaluate_reports_the_calibrated_ece_of_the_split(data_root, tmp_path):
-    """evaluate on rafdb's own selection split reports the ECE `calibrate` stored for it: the same faces, the same
+    """evaluate on ferplus's own selection split reports the ECE `calibrate` stored for it: the same faces, the same
     calibrated probabilities."""
     from fer.config import DataConfig
     from fer.evaluate import evaluate
 
-    stored = load_checkpoint("rafdb")["calibration"]
-    report = evaluate("rafdb", DataConfig(dataset="rafdb"), "val", tmp_path, data_root=data_root, device="cpu")
+    stored = load_checkpoint("ferplus")["calibration"]
+    assert stored["fitted_on"] == "ferplus/public"
+    report = evaluate("ferplus", DataConfig(dataset="ferplus"), "public", tmp_path, data_root=data_root, device="cpu")
+    assert report["n_samples"] == stored["n"]
     assert report["calibration"]["temperature"] == stored["temperature"]
     assert report["calibration"]["ece"] == pytest.approx(stored["ece_after"], abs=1e-4)
     assert "ECE, top label, 15 bins" in (tmp_path / "report.md").read_text()
