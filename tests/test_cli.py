@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SUBCOMMANDS = ("train", "evaluate", "predict", "preprocess", "live", "fetch-backbone")
+SUBCOMMANDS = ("train", "evaluate", "predict", "preprocess", "live", "fetch-backbone", "calibrate")
 
 
 def run(*args, timeout=120):
