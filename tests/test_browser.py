@@ -60,16 +60,21 @@ def chromium_paths():
 
 
 @pytest.fixture(scope="module")
-def server():
+def engine():
     import torch
 
-    saved = torch.get_num_threads(), cv2.getNumThreads()
+    saved = torch.get_num_threads(), cv2.getNumThreads()  # the engine sets both to 1 for this process
     engine = Engine(workers=2)
-    with BackgroundServer(engine) as running:
-        yield running
+    yield engine
     engine.close()
     torch.set_num_threads(saved[0])
     cv2.setNumThreads(saved[1])
+
+
+@pytest.fixture(scope="module")
+def server(engine):
+    with BackgroundServer(engine) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
@@ -174,3 +179,15 @@ def test_page_fits_a_phone(server, browser, screenshots):
         assert browser.save_screenshot(str(path))
     finally:
         browser.set_window_size(1280, 1000)
+
+
+def test_page_with_a_token(engine, browser):
+    token = "browser-token-0123456789"
+    with BackgroundServer(engine, token=token) as server:
+        browser.get(server.url + "/")
+        assert "missing or wrong token" in browser.find_element("tag name", "body").text
+        browser.get(server.url + f"/?token={token}")
+        wait_for(browser, "return document.getElementById('model').textContent", 10, "the model name with the token")
+        browser.find_element("id", "start").click()
+        wait_for(browser, "return window.fer.last && window.fer.last.faces.length", 20, "a face over the WebSocket")
+        browser.find_element("id", "stop").click()

@@ -14,7 +14,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from urllib.parse import unquote_to_bytes
+from urllib.parse import quote, unquote_to_bytes
 
 from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
 from fastapi.exceptions import RequestValidationError
@@ -113,8 +113,14 @@ def create_app(engine: Engine, *, token: str | None = None, max_body_bytes: int 
                             status_code=500)
 
     @app.get("/", include_in_schema=False)
-    async def index():
-        return HTMLResponse(page["index.html"])
+    async def index(request: Request):
+        html = page["index.html"]
+        given = request.query_params.get("token")
+        if given:  # the middleware accepted it: the page's own files need it too (a script tag sends no header)
+            suffix = b"?token=" + quote(given, safe="").encode()
+            html = html.replace(b"static/app.js", b"static/app.js" + suffix).replace(
+                b"static/style.css", b"static/style.css" + suffix)
+        return HTMLResponse(html)
 
     @app.get("/static/app.js", include_in_schema=False)
     async def app_js():
