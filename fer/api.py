@@ -30,6 +30,7 @@ class ExpressionRecognizer:
         self.detector = detector if isinstance(detector, FaceDetector) else FaceDetector(detector)
         self.class_names = self.classifier.class_names
         self.input_size = self.classifier.input_size
+        self.channels = self.classifier.channels  # 1: classify() takes gray crops (N, S, S); 3: BGR (N, S, S, 3)
 
     def predict(self, image_bgr: np.ndarray) -> list[dict]:
         """image_bgr uint8 (H, W, 3) (gray, BGRA, uint16, float [0, 1] are converted) -> one dict per face, largest

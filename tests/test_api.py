@@ -34,7 +34,9 @@ def test_classify_pre_aligned_faces():
 
     recognizer = ExpressionRecognizer(model="rafdb")
     image = read_image(PHOTO)
-    crops = np.stack([align_face(image, face, recognizer.input_size) for face in FaceDetector().detect(image)])
+    assert recognizer.channels == 3, "rafdb is a colour model"
+    crops = np.stack([align_face(image, face, recognizer.input_size, channels=recognizer.channels)
+                      for face in FaceDetector().detect(image)])
     probs = recognizer.classify(crops)
     labels = [recognizer.class_names[k] for k in probs.argmax(1)]
     assert probs.shape == (2, 7) and labels == [f["label"] for f in recognizer.predict(image)]
