@@ -1,16 +1,18 @@
 """POST /v1/predict under load on loopback, against in-process predict on the same photos and cores.
 
-    python benchmarks/serve_load.py                        # 8 clients x 1,000 requests, batching on and off
+    python benchmarks/serve_load.py                        # 8 clients x 1,000 requests on each server setting
     python benchmarks/serve_load.py --memory 10000         # also resident memory after 100 and 10,000 requests
     python benchmarks/serve_load.py --clients 1 4 8 --requests 500
 
-Photos: the shared photos resized to 640x480 (JPEG, 1-3 faces each). The server is `run.py serve` in a child process
-(one worker per core, one torch/OpenCV thread each); the clients are threads of this process with keep-alive
-connections, so they share the cores with the server, as on a one-box deployment. In-process baselines, on the same
-photos, in this process before the server starts: (a) ExpressionRecognizer.predict in a loop with the library's
-default threads, (b) the same with one torch/OpenCV thread, (c) the server's own Engine (worker pool + batcher)
-fed by 8 threads without HTTP. Bounded: every run is a fixed number of requests. Timings are wall-clock on whatever
-else the machine is doing; the load average is printed with them.
+Photos: the shared photos resized to 640x480 (JPEG, 1-3 faces each). The server is `run.py serve` in a child
+process, in each setting of SERVERS: batching as it comes (the default), batching with a 3 ms window, the worker pool
+alone (one worker per core, one torch/OpenCV thread each), and one request at a time. The clients are threads of this
+process with keep-alive connections, so they share the cores with the server, as on a one-box deployment.
+In-process baselines on the same photos, in this process: (a) ExpressionRecognizer.predict in a loop with the
+library's default threads, (b) the same with one torch/OpenCV thread, (c) the server's own Engine (worker pool +
+batcher) fed by all requests at once without HTTP. They run before and again after the servers, because the
+machine's load moves. Bounded: every run is a fixed number of requests. Timings are wall-clock on whatever else the
+machine is doing; the load average is printed with them.
 """
 
 import argparse
@@ -30,6 +32,13 @@ from benchmarks.serve_common import (load_average, percentiles, photos_640x480, 
                                      serve_process)
 
 HEADERS = {"Content-Type": "image/jpeg"}
+DEFAULT_THREADS = (__import__("torch").get_num_threads(), cv2.getNumThreads())  # before anything changes them
+SERVERS = (  # (name, `run.py serve` options); the memory check runs on the first
+    ("batching, no window (default)", []),
+    ("batching, 3 ms window", ["--batch-window-ms", "3"]),
+    ("worker pool, no batching", ["--no-batching"]),
+    ("one at a time (1 worker, no batching)", ["--no-batching", "--workers", "1"]),
+)
 
 
 def run_clients(port: int, photos: list[bytes], clients: int, total: int) -> dict:
@@ -76,10 +85,9 @@ def in_process_baselines(photos: list[bytes], total: int, workers: int) -> dict:
 
     results = {}
     recognizer = ExpressionRecognizer()
-    for name, threads in (("sequential, default threads", None), ("sequential, 1 thread", 1)):
-        if threads:
-            torch.set_num_threads(threads)
-            cv2.setNumThreads(threads)
+    for name, threads in (("sequential, default threads", DEFAULT_THREADS), ("sequential, 1 thread", (1, 1))):
+        torch.set_num_threads(threads[0])
+        cv2.setNumThreads(threads[1])
         for data in photos:  # warm-up
             recognizer.predict(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR))
         start = time.perf_counter()
@@ -113,10 +121,9 @@ def main() -> None:
     report["in_process_images_per_s"] = in_process_baselines(photos, args.baseline_requests, args.workers or 0)
     print("in-process images/s:", json.dumps(report["in_process_images_per_s"]), flush=True)
     report["server"] = []
-    for batching in (True, False):
-        options = [] if batching else ["--no-batching"]
-        if args.workers:
-            options += ["--workers", str(args.workers)]
+    for index, (name, options) in enumerate(SERVERS):
+        if args.workers and "--workers" not in options:
+            options = options + ["--workers", str(args.workers)]
         with serve_process(*options) as (port, pid):
             warm = run_clients(port, photos, 8, 100)  # the first 100 requests
             rss_100 = rss_mb(pid)
@@ -124,20 +131,23 @@ def main() -> None:
             for clients in args.clients:
                 result = run_clients(port, photos, clients, args.requests)
                 served += args.requests
-                result.update(batching=batching, rss_mb=round(rss_mb(pid), 1))
+                result.update(server=name, rss_mb=round(rss_mb(pid), 1))
                 status, health = request(port, "GET", "/healthz")
-                if batching and health.get("batches"):
+                if health.get("batches"):
                     result["mean_faces_per_batch"] = round(health["batched_faces"] / health["batches"], 2)
                 report["server"].append(result)
                 print(json.dumps(result), flush=True)
-            if batching and args.memory > served:
+            if index == 0 and args.memory > served:
                 long_run = run_clients(port, photos, 8, args.memory - served)
-                report["memory"] = {"rss_mb_after_100": round(rss_100, 1), "requests": args.memory,
+                report["memory"] = {"server": name, "rss_mb_after_100": round(rss_100, 1), "requests": args.memory,
                                     "rss_mb_after_all": round(rss_mb(pid), 1),
                                     "growth_mb": round(rss_mb(pid) - rss_100, 1), "errors": long_run["errors"] +
                                     warm["errors"] + sum(r["errors"] for r in report["server"]),
                                     "long_run": long_run}
                 print("memory:", json.dumps(report["memory"]), flush=True)
+    # the machine's load moves: measure the baselines again after the server runs, so the ratio is bracketed
+    report["in_process_images_per_s_after"] = in_process_baselines(photos, args.baseline_requests, args.workers or 0)
+    print("in-process images/s after:", json.dumps(report["in_process_images_per_s_after"]), flush=True)
     report["load_average_end"] = load_average()
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=2) + "\n")

@@ -263,7 +263,8 @@ def add_serve(sub):
     p.add_argument("--token", help="require this token on every request and WebSocket (else env FER_SERVE_TOKEN)")
     p.add_argument("--workers", type=int, help="inference threads (default: one per core)")
     p.add_argument("--no-batching", action="store_true", help="classify each request alone (no dynamic batching)")
-    p.add_argument("--batch-window-ms", type=float, default=3.0, help="how long a batch waits for more faces")
+    p.add_argument("--batch-window-ms", type=float, default=0.0,
+                   help="how long a batch waits for more faces (default 0: it takes what is waiting; docs/serving.md)")
     p.add_argument("--max-body-mb", type=float, default=10.0, help="larger uploads and frames are refused (413)")
     p.add_argument("--detect-every", type=int, default=2, help="WebSocket streams: detector every k-th frame (as live)")
     p.add_argument("--smoothing", default="ema:0.3", help="WebSocket streams: probability smoothing (as live)")

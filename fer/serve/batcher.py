@@ -1,11 +1,12 @@
-"""Dynamic batching of face crops across concurrent requests, the way Triton's dynamic batcher does it.
+"""Dynamic batching of face crops across concurrent requests, after Triton's dynamic batcher.
 
-The first waiting request opens a batch; crops of other requests that arrive within `window_s` (or until `max_batch`
-faces are waiting) join it, and one classifier.predict call classifies them all. The batch closes early once it holds
-a request from every request in progress (`active`, when given): nobody else could join, so waiting would only add
-latency (a lone WebSocket stream never waits). Each caller gets back the rows of its
-own crops. One small model call per request pays the model's fixed per-call cost (Python, operator dispatch) again
-and again; a batch pays it once.
+One batcher thread takes the first waiting request and every request already queued behind it (up to `max_batch`
+faces), and classifies them all in one classifier.predict call; each caller gets back the rows of its own crops. By
+default it waits for nobody (window_s = 0): batches form by themselves when the classifier is the bottleneck and cost
+no latency when it is not. With window_s > 0 the first request waits that long for others (Triton's
+max_queue_delay), closing early once it holds a request from every request in progress (`active`): nobody else could
+join. On 2 CPU cores the faces of a request are few and the detector dominates, so a window only added latency
+(docs/serving.md, Concurrency).
 """
 
 import logging
@@ -27,7 +28,7 @@ class Batcher:
         active: () -> number of requests in progress that may still send crops (None: always wait window_s).
     """
 
-    def __init__(self, predict, window_s: float = 0.003, max_batch: int = 64, active=None):
+    def __init__(self, predict, window_s: float = 0.0, max_batch: int = 64, active=None):
         if window_s < 0 or max_batch < 1:
             raise ValueError(f"batching window must be >= 0 s and max_batch >= 1, got {window_s}, {max_batch}")
         self.predict_fn = predict

@@ -68,7 +68,7 @@ class Engine:
 
     def __init__(self, model: str = "default", backend: str = "torch", detector: str = "yunet",
                  yunet_model: str | None = None, device: str = "cpu", workers: int | None = None,
-                 batching: bool = True, batch_window_s: float = 0.003, max_batch: int = 64,
+                 batching: bool = True, batch_window_s: float = 0.0, max_batch: int = 64,
                  max_pixels: int = 40_000_000, detect_every: int = 2, smoothing: str = "ema:0.3",
                  set_threads: bool = True):
         if set_threads:
