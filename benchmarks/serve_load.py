@@ -3,6 +3,7 @@
     python benchmarks/serve_load.py                        # 8 clients x 1,000 requests on each server setting
     python benchmarks/serve_load.py --memory 10000         # also resident memory after 100 and 10,000 requests
     python benchmarks/serve_load.py --clients 1 4 8 --requests 500
+    python benchmarks/serve_load.py --interleave 7         # also 7 rounds of server vs in-process back to back
 
 Photos: the shared photos resized to 640x480 (JPEG, 1-3 faces each). The server is `run.py serve` in a child
 process, in each setting of SERVERS: batching as it comes (the default), batching with a 3 ms window, the worker pool
@@ -107,6 +108,40 @@ def in_process_baselines(photos: list[bytes], total: int, workers: int) -> dict:
     return results
 
 
+def interleaved(port: int, photos: list[bytes], rounds: int, total: int, workers: int) -> dict:
+    """Rounds of: the server (8 clients), the server's Engine in-process, a sequential one-thread loop in-process,
+    `total` images each, back to back, so that each ratio compares readings taken within seconds of each other."""
+    import torch
+
+    from fer import ExpressionRecognizer
+    from fer.serve.engine import Engine
+
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+    recognizer = ExpressionRecognizer()
+    engine = Engine(workers=workers)
+    for data in photos:  # warm-up
+        engine.pool.submit(engine.predict_bytes, data).result()
+    rows = []
+    for _ in range(rounds):
+        server = run_clients(port, photos, 8, total)["requests_per_s"]
+        start = time.perf_counter()
+        for future in [engine.pool.submit(engine.predict_bytes, photos[i % len(photos)]) for i in range(total)]:
+            future.result()
+        pool = total / (time.perf_counter() - start)
+        start = time.perf_counter()
+        for i in range(total):
+            recognizer.predict(cv2.imdecode(np.frombuffer(photos[i % len(photos)], np.uint8), cv2.IMREAD_COLOR))
+        sequential = total / (time.perf_counter() - start)
+        rows.append({"server": server, "engine_in_process": round(pool, 2), "sequential_1_thread": round(sequential, 2),
+                     "server_vs_best_in_process": round(server / max(pool, sequential), 3)})
+        print("interleaved:", json.dumps(rows[-1]), flush=True)
+    engine.close()
+    ratios = sorted(row["server_vs_best_in_process"] for row in rows)
+    return {"rounds": rows, "median_server_vs_best_in_process": ratios[len(ratios) // 2],
+            "min": ratios[0], "max": ratios[-1], "requests_per_round": total}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", type=int, nargs="+", default=[8])
@@ -114,6 +149,8 @@ def main() -> None:
     parser.add_argument("--memory", type=int, default=0, help="also total requests for the memory check (e.g. 10000)")
     parser.add_argument("--baseline-requests", type=int, default=300)
     parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--interleave", type=int, default=0, metavar="ROUNDS",
+                        help="also: ROUNDS of server / in-process back to back on the default server (ratio per round)")
     parser.add_argument("--out", help="write the results as JSON here")
     args = parser.parse_args()
     photos = photos_640x480()
@@ -137,6 +174,9 @@ def main() -> None:
                     result["mean_faces_per_batch"] = round(health["batched_faces"] / health["batches"], 2)
                 report["server"].append(result)
                 print(json.dumps(result), flush=True)
+            if index == 0 and args.interleave:
+                report["interleaved"] = interleaved(port, photos, args.interleave, 200, args.workers or 0)
+                print("interleaved:", json.dumps({k: v for k, v in report["interleaved"].items() if k != "rounds"}))
             if index == 0 and args.memory > served:
                 long_run = run_clients(port, photos, 8, args.memory - served)
                 report["memory"] = {"server": name, "rss_mb_after_100": round(rss_100, 1), "requests": args.memory,
