@@ -37,30 +37,30 @@ def test_backends_give_torch_labels_on_the_shared_photos(name, detector):
 
 def test_embeddings_for_evaluate_match_torch():
     faces = np.random.default_rng(0).integers(0, 256, (5, 48, 48), dtype=np.uint8)
-    torch_e, torch_p = predict_faces(load_classifier("rafdb", "torch"), faces, "flip")
+    torch_e, torch_p = predict_faces(load_classifier("default", "torch"), faces, "flip")
     for backend in ("onnxruntime", "opencv"):
-        classifier = load_classifier("rafdb", backend)
+        classifier = load_classifier("default", backend)
         e, p = predict_faces(classifier, faces, "flip")
         assert e.shape == torch_e.shape == (5, classifier.embedding_dim) and np.abs(p - torch_p).max() <= 1e-4
         assert predict_faces(classifier, faces[:0])[0].shape == (0, classifier.embedding_dim)
 
 
 def test_wrong_faces_are_a_value_error():
-    classifier = load_classifier("rafdb", "opencv")
+    classifier = load_classifier("default", "opencv")
     with pytest.raises(ValueError, match=r"uint8 \(N, 48, 48\)"):
         classifier.predict(np.zeros((2, 64, 64), np.uint8))
     with pytest.raises(ValueError, match="unknown backend 'tensorrt'"):
-        load_classifier("rafdb", "tensorrt")
+        load_classifier("default", "tensorrt")
 
 
 def test_missing_onnxruntime_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime -> ImportError
     with pytest.raises(ValueError, match=r"fer-toolkit\[onnx\]"):
-        load_classifier("rafdb", "onnxruntime")
-    assert load_classifier("rafdb", "opencv").predict(np.zeros((1, 48, 48), np.uint8)).shape == (1, 7)
+        load_classifier("default", "onnxruntime")
+    assert load_classifier("default", "opencv").predict(np.zeros((1, 48, 48), np.uint8)).shape == (1, 7)
 
 
 def test_onnxruntime_thread_setting():
-    classifier = load_classifier("rafdb", "onnxruntime", num_threads=1)
+    classifier = load_classifier("default", "onnxruntime", num_threads=1)
     assert isinstance(classifier, OnnxRuntimeClassifier)
     assert classifier.session.get_session_options().intra_op_num_threads == 1

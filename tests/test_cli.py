@@ -108,9 +108,9 @@ def bad_checkpoints(tmp_path: Path) -> dict:
 
     text = tmp_path / "notes.pt"
     text.write_text("these are my notes, not a checkpoint\n")
-    shipped = torch.load(REPO / "fer" / "weights" / "rafdb.pt", weights_only=True)
+    shipped = torch.load(REPO / "fer" / "weights" / "default.pt", weights_only=True)
     truncated = tmp_path / "truncated.pt"
-    data = (REPO / "fer" / "weights" / "rafdb.pt").read_bytes()
+    data = (REPO / "fer" / "weights" / "default.pt").read_bytes()
     truncated.write_bytes(data[: len(data) // 2])
     unknown = tmp_path / "unknown_arch.pt"
     torch.save({**shipped, "model_spec": {**shipped["model_spec"], "name": "vit_huge"}}, unknown)
@@ -121,7 +121,7 @@ def bad_checkpoints(tmp_path: Path) -> dict:
 
     malicious = tmp_path / "malicious.pt"
     torch.save({"state_dict": RunsCode()}, malicious)
-    run("export", "rafdb", "--onnx", str(tmp_path / "good.onnx"))
+    run("export", "default", "--onnx", str(tmp_path / "good.onnx"))
     proto = onnx.load(str(tmp_path / "good.onnx"))
     proto.graph.input[0].type.tensor_type.shape.dim[1].dim_value = 3  # a colour input; metadata says gray
     mismatched = tmp_path / "mismatched.onnx"

@@ -32,9 +32,22 @@ def add_padded(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     zero-padded at the end of its channels, rows and columns."""
     if a.shape == b.shape:
         return a + b
-    c, h, w = (max(a.shape[i], b.shape[i]) for i in (1, 2, 3))
-    pad = lambda t: F.pad(t, (0, w - t.shape[3], 0, h - t.shape[2], 0, c - t.shape[1]))  # noqa: E731
-    return pad(a) + pad(b)
+    # Plain ints: the padding depends on the input size only, which an export fixes, so the ONNX graph holds constants
+    # that OpenCV's dnn can read (pad_to).
+    size_a, size_b = [int(n) for n in a.shape[1:]], [int(n) for n in b.shape[1:]]
+    target = [max(m, n) for m, n in zip(size_a, size_b)]
+    return pad_to(a, size_a, target) + pad_to(b, size_b, target)
+
+
+def pad_to(t: torch.Tensor, size: list[int], target: list[int]) -> torch.Tensor:
+    """t (B, C, H, W) zero-padded to (B, *target) at the end of channels, rows and columns: a 1x1 convolution by a
+    fixed 0/1 matrix (channel c of the result is channel c of t, or zero: exact) padded by dh, dw on every side, with
+    the top dh rows and left dw columns sliced off. Export-friendly where F.pad's graph is not."""
+    if target == size:
+        return t
+    dh, dw = target[1] - size[1], target[2] - size[2]
+    weight = torch.eye(target[0], size[0], dtype=t.dtype, device=t.device).view(target[0], size[0], 1, 1)
+    return F.conv2d(t, weight, padding=(dh, dw))[:, :, dh:, dw:]
 
 
 class ResidualBlock(nn.Module):
@@ -82,7 +95,9 @@ class FaceResNet(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         if not torch.jit.is_tracing() and min(x.shape[-2:]) < MIN_INPUT_SIZE:
             raise ValueError(f"face_resnet takes faces of at least {MIN_INPUT_SIZE} px, got {tuple(x.shape)}")
-        return self.fc(self.stages(self.stem(x)).mean(dim=(2, 3)))  # (B, 128)
+        # keepdim + flatten rather than mean over (2, 3): OpenCV dnn mis-shapes the latter for batches over one
+        pooled = self.stages(self.stem(x)).mean(dim=(2, 3), keepdim=True).flatten(1)  # (B, 256)
+        return self.fc(pooled)  # (B, 128)
 
     def forward_both(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         embeddings = self.forward_features(x)
