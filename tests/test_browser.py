@@ -17,7 +17,6 @@ import pytest
 pytest.importorskip("fastapi", reason="needs the [serve] extra")
 webdriver = pytest.importorskip("selenium.webdriver", reason="needs selenium ([dev] extra)")
 
-from fer.serve.engine import Engine  # noqa: E402
 from fer.serve.server import BackgroundServer  # noqa: E402
 
 CHROMIUM = os.environ.get("FER_CHROMIUM", "/usr/bin/chromium")
@@ -57,18 +56,6 @@ def chromium_paths():
             pytest.fail(message)  # CI installs them: a missing browser there is a broken setup, not a skip
         pytest.skip(message)
     return CHROMIUM, CHROMEDRIVER
-
-
-@pytest.fixture(scope="module")
-def engine():
-    import torch
-
-    saved = torch.get_num_threads(), cv2.getNumThreads()  # the engine sets both to 1 for this process
-    engine = Engine(workers=2)
-    yield engine
-    engine.close()
-    torch.set_num_threads(saved[0])
-    cv2.setNumThreads(saved[1])
 
 
 @pytest.fixture(scope="module")

@@ -20,24 +20,11 @@ websockets_client = pytest.importorskip("websockets.sync.client")
 from fer import ExpressionRecognizer  # noqa: E402
 from fer.face.detect import read_image  # noqa: E402
 from fer.serve.batcher import Batcher  # noqa: E402
-from fer.serve.engine import Engine  # noqa: E402
 from fer.serve.images import decode_image, image_size, sniff_format  # noqa: E402
 from fer.serve.server import BackgroundServer, resolve_token  # noqa: E402
 
 TOKEN = "test-token-0123456789abcdef"
 MAX_BODY = 2 * 2**20  # small, so that the oversize test sends little
-
-
-@pytest.fixture(scope="module")
-def engine():
-    import torch
-
-    saved = torch.get_num_threads(), cv2.getNumThreads()  # the engine sets both to 1 for this process
-    engine = Engine(workers=2)
-    yield engine
-    engine.close()
-    torch.set_num_threads(saved[0])
-    cv2.setNumThreads(saved[1])
 
 
 @pytest.fixture(scope="module")
