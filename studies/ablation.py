@@ -32,7 +32,7 @@ from fer.models import MODELS  # noqa: E402
 from studies.common import (BALANCED_METRICS, COMPARED_METRICS, DATASET_TITLES, DEFAULT_MODEL,  # noqa: E402
                             REFERENCE_MARGIN, REFERENCE_SCALE, REPORTED, SPLIT_TITLES, Run, against, cell, collect,
                             copy_records, cpu_seconds, difference, estimate_seconds, mean_std, metric, model_of,
-                            row_cells, run_grid, shown_command, shown_path)
+                            numbers, row_cells, run_grid, shown_command, shown_path)
 from studies.loss_question import longer_schedule_markdown  # noqa: E402
 
 # Table 3: (loss, head). The Keras head is mini-Xception's original; the linear head is the fair softmax baseline for the
@@ -345,10 +345,6 @@ def write_results(root: str | Path, path: str | Path, longer_root: str | Path | 
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(text)
     return text
-
-
-def numbers(kind):
-    return lambda text: tuple(kind(part) for part in text.split(",") if part.strip())
 
 
 def main(argv=None) -> int:

@@ -292,3 +292,8 @@ def shown_path(path: str | Path) -> str:
     """A path as the repository names it (relative to its root) wherever the page is built, else as given."""
     resolved = Path(path).resolve()
     return resolved.relative_to(REPO_ROOT).as_posix() if resolved.is_relative_to(REPO_ROOT) else str(path)
+
+
+def numbers(kind):
+    """argparse type for a comma-separated list: numbers(int)("0,1,2") -> (0, 1, 2)."""
+    return lambda text: tuple(kind(part) for part in text.split(",") if part.strip())

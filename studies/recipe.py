@@ -338,10 +338,6 @@ def write_markdown(root: str | Path, path: str | Path) -> str:
     return text
 
 
-def numbers(kind):
-    return lambda text: tuple(kind(part) for part in text.split(",") if part.strip())
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--root", default="runs/recipe")
@@ -349,12 +345,12 @@ def main(argv=None) -> int:
     p.add_argument("--model", default=common.DEFAULT_MODEL, choices=sorted(MODELS),
                    help="the network of every run (the paper's mini-Xception by default)")
     p.add_argument("--datasets", type=lambda t: tuple(t.split(",")), default=("fer2013", "rafdb"))
-    p.add_argument("--seeds", type=numbers(int), default=(0, 1, 2))
+    p.add_argument("--seeds", type=common.numbers(int), default=(0, 1, 2))
     p.add_argument("--epochs", type=int, default=15, help="the budget: epochs of every study run")
     p.add_argument("--options", type=lambda t: [n for n in t.split(",") if n], help="only these options (default all)")
     p.add_argument("--combine", action="append", default=[], type=lambda t: t.split(","),
                    help="also run these options together, e.g. ema,mixup (repeatable); names them ema+mixup")
-    p.add_argument("--curve", type=numbers(int), default=(), help="epoch counts of the schedule-length curve")
+    p.add_argument("--curve", type=common.numbers(int), default=(), help="epoch counts of the schedule-length curve")
     p.add_argument("--curve-recipe", default=BASELINE, help="the option (or a+b combination) the curve runs")
     p.add_argument("--max-per-class", type=int, help="cap training images per class (smoke runs)")
     p.add_argument("--budget-minutes", type=float, help="do not start a run that would end after this much wall time")
