@@ -206,18 +206,17 @@ RECIPE = {"size": 112, "batch_size": 128, "head_lr_mult": 1.0, "weight_decay": 0
                   "lowres": 0.2, "erase": 0.25}}
 
 
-def evaluate(model, faces: torch.Tensor, labels: np.ndarray, num_classes: int, batch: int = 1024) -> dict:
-    from sklearn.metrics import balanced_accuracy_score, f1_score
+def evaluate(model, faces: torch.Tensor, labels: np.ndarray, class_names, batch: int = 1024) -> dict:
+    """Selection metrics of the faces on the device, by the project's own metric code (fer.evaluation.metrics)."""
+    from fer.evaluation.metrics import compute_metrics
 
     model.eval()
     predictions = []
     with torch.no_grad(), torch.autocast(faces.device.type, torch.bfloat16, enabled=faces.device.type == "cuda"):
         for i in range(0, len(faces), batch):
             predictions.append(model(to_input(faces[i:i + batch])).argmax(1).cpu())
-    predicted = torch.cat(predictions).numpy()
-    return {"accuracy": float((predicted == labels).mean()),
-            "macro_f1": float(f1_score(labels, predicted, average="macro", labels=range(num_classes), zero_division=0)),
-            "balanced_accuracy": float(balanced_accuracy_score(labels, predicted))}
+    metrics = compute_metrics(labels, torch.cat(predictions).numpy(), class_names)
+    return {key: metrics[key] for key in ("accuracy", "macro_f1", "balanced_accuracy")}
 
 
 def run_job(job: dict, data: dict, out: Path, device: torch.device, recipe: dict, max_steps: int | None) -> dict:
@@ -272,7 +271,7 @@ def run_job(job: dict, data: dict, out: Path, device: torch.device, recipe: dict
             seen += len(index)
             if max_steps and step >= max_steps:
                 break
-        metrics = evaluate(model, val_faces, val_labels, k)
+        metrics = evaluate(model, val_faces, val_labels, class_names)
         metrics.update(epoch=epoch + 1, train_loss=loss_sum / max(1, seen), seconds=time.perf_counter() - started)
         history.append(metrics)
         log.info("%s epoch %d: val %.4f (F1 %.4f) loss %.4f, %.0f s", job["name"], epoch + 1, metrics["accuracy"],
