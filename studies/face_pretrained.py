@@ -98,11 +98,16 @@ def comparison_table(records: list[dict], scratch: dict[str, list[dict]]) -> lis
     return lines
 
 
+def compared_runs(records: list[dict], dataset: str) -> dict[str, list[dict]]:
+    """{loss: its runs} of the loss comparison: every seed at the learning rate the seeds after 0 repeated."""
+    lr = {r["job"]["lr"] for r in records if r["job"]["dataset"] == dataset and r["job"]["seed"] > 0}
+    return {loss: [r for r in records if r["job"]["dataset"] == dataset and r["job"]["loss"] == loss
+                   and r["job"]["lr"] in lr] for loss in LOSS_TITLES}
+
+
 def loss_table(records: list[dict], dataset: str, split: str) -> list[str]:
     lines = [f"| loss | seeds | {split}: " + " | ".join(t for t, _ in METRICS) + " |", "|---|---:|" + "---:|" * len(METRICS)]
-    lr = {r["job"]["lr"] for r in records if r["job"]["dataset"] == dataset and r["job"]["seed"] > 0}
-    for loss in ("cosine_distance", "softmax"):
-        runs = [r for r in records if r["job"]["dataset"] == dataset and r["job"]["loss"] == loss and r["job"]["lr"] in lr]
+    for loss, runs in compared_runs(records, dataset).items():
         values = {key: [r["last"][key] for r in runs] for _, key in METRICS}
         lines.append(f"| {LOSS_TITLES[loss]} | {len(runs)} | " + " | ".join(percent_cells(values)) + " |")
     return lines
@@ -119,9 +124,7 @@ SHIPPED_PAIRS = (  # (row, face_resnet report under docs/runs/face_resnet, the f
 
 def loss_verdict(records: list[dict], dataset: str) -> str:
     """The cosine-distance minus softmax accuracy difference, said plainly against the spread over seeds."""
-    lr = {r["job"]["lr"] for r in records if r["job"]["dataset"] == dataset and r["job"]["seed"] > 0}
-    accuracy = {loss: [r["last"]["accuracy"] for r in records if r["job"]["dataset"] == dataset
-                       and r["job"]["loss"] == loss and r["job"]["lr"] in lr] for loss in LOSS_TITLES}
+    accuracy = {loss: [r["last"]["accuracy"] for r in runs] for loss, runs in compared_runs(records, dataset).items()}
     mean = {loss: sum(v) / len(v) for loss, v in accuracy.items()}
     spread = max(max(v) - min(v) for v in accuracy.values())
     gap = 100 * (mean["cosine_distance"] - mean["softmax"])
