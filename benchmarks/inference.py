@@ -107,6 +107,16 @@ def peer_rows(faces: np.ndarray, args) -> list[str]:
     return rows
 
 
+def fit_faces(faces: np.ndarray, classifier) -> np.ndarray:
+    """The 48 px gray test faces at the model's input size, as BGR where it takes colour (speed only: same pixels)."""
+    size = classifier.input_size
+    if size != faces.shape[1]:
+        faces = np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_LINEAR) for f in faces])
+    if classifier.channels == 3:
+        faces = np.stack([cv2.cvtColor(f, cv2.COLOR_GRAY2BGR) for f in faces])
+    return faces
+
+
 def live_rows(args) -> list[str]:
     rows = []
     detector = FaceDetector(max_side=480)  # as `run.py live`
@@ -145,13 +155,14 @@ def main() -> None:
     for name in args.models:
         for backend in args.backends:
             classifier = load_classifier(name, backend, num_threads=args.threads)
-            print(row(name, backend, lambda: classifier.predict(faces[:1]), lambda: classifier.predict(faces),
+            sized = fit_faces(faces, classifier)
+            print(row(name, backend, lambda: classifier.predict(sized[:1]), lambda: classifier.predict(sized),
                       args.repeats, args.batch_repeats), flush=True)
     for architecture in args.architectures:
         for backend in args.backends:
             classifier = untrained_classifier(architecture, backend, args.threads)
             size = classifier.input_size
-            sized = faces if size == faces.shape[1] else np.stack([cv2.resize(f, (size, size)) for f in faces])
+            sized = fit_faces(faces, classifier)
             print(row(f"{architecture} (untrained, speed only{'' if size == 48 else f', {size} px'})", backend,
                       lambda: classifier.predict(sized[:1]), lambda: classifier.predict(sized), args.repeats,
                       args.batch_repeats), flush=True)

@@ -54,6 +54,10 @@ class ModelConfig:
     name: str = "mini_xception"
     head: str = "cosine"  # keras | linear | cosine
     width: int = 1  # channel multiplier for the models that take one
+    # The model's input when smaller than the data's: each batch is downsampled / turned gray for it (fer.data.view),
+    # so a student trains on its teacher's batches (train.teacher at data.image_size and data.channels). None: the data's.
+    input_size: int | None = None
+    channels: int | None = None
 
 
 @dataclass(frozen=True)
@@ -126,11 +130,12 @@ CHOICES = {
     "train.schedule": ("onecycle", "cosine", "plateau", "none"),
     "loss.class_margins": ("none", "ldam"),
     "data.channels": (1, 3),
+    "model.channels": (1, 3),
     "train.device": ("auto", "cpu", "cuda"),
     "train.precision": ("auto", "fp32", "bf16", "fp16"),
 }
 # Inclusive bounds: the sizes the models are tested at (tests/test_models.py); 40 px leaves a 3x3 map after the stages.
-BOUNDS = {"data.image_size": (40, 112)}
+BOUNDS = {"data.image_size": (40, 112), "model.input_size": (40, 112)}
 POSITIVE = {"data.image_size", "model.width", "loss.scale", "train.epochs", "train.batch_size", "train.lr", "train.eval_batch_size", "train.checkpoint_every",
             "data.max_per_class", "train.max_steps", "augment.crop_scale", "train.distill_temperature"}
 NON_NEGATIVE = {"loss.margin", "loss.lambda_island", "loss.lambda1", "loss.alpha", "train.weight_decay", "train.momentum",
@@ -231,9 +236,26 @@ def _check_data(data: DataConfig, source: str) -> None:
         raise ConfigError(f"{source}: 'data.realign': {stray[0]!r} is not a dataset of this config ({', '.join(allowed)})")
 
 
+def _check_model_input(config: "Config", source: str) -> None:
+    """A model may take smaller or gray input than the data (a downsampled view), never larger or colour from gray."""
+    model, data = config.model, config.data
+    if model.input_size is not None and model.input_size > data.image_size:
+        raise ConfigError(f"{source}: 'model.input_size' {model.input_size} is larger than 'data.image_size' "
+                          f"{data.image_size}; the model's view is a downsampled batch")
+    if model.channels is not None and model.channels > data.channels:
+        raise ConfigError(f"{source}: 'model.channels' {model.channels} needs colour data ('data.channels' is "
+                          f"{data.channels})")
+
+
+def model_input(config: "Config") -> tuple[int, int]:
+    """(size, channels) the model takes: model.input_size / model.channels, else the data's."""
+    return (config.model.input_size or config.data.image_size, config.model.channels or config.data.channels)
+
+
 def config_from_dict(raw: dict, source: str = "<dict>") -> Config:
     config = _build(Config, raw or {}, source)
     _check_data(config.data, source)
+    _check_model_input(config, source)
     return config
 
 

@@ -10,6 +10,7 @@ Device, precision and data-parallel training (torchrun) are a few calls into fer
 """
 
 import csv
+import functools
 import logging
 import math
 import random
@@ -24,11 +25,12 @@ from tqdm import tqdm
 
 from fer import distributed, losses, recipe
 from fer.checkpoint import atomic_save, build_model, model_spec
-from fer.config import Config, ConfigError, config_to_dict, save_config
+from fer.config import Config, ConfigError, config_to_dict, model_input, save_config
 from fer.data.loader import TrainBatches, class_balanced_weights, eval_batches
 from fer.data.readers import FaceSet
 from fer.data.splits import load_train_val, write_data_manifest
 from fer.data.transforms import build_augmentation
+from fer.data.view import model_view
 from fer.device import autocast, cpu_state, grad_scaler, resolve_precision, to_device
 from fer.objective import Objective
 from fer.run_state import RunState
@@ -93,14 +95,17 @@ def make_optimizer(cfg, model):
 
 
 @torch.inference_mode()
-def validation_counts(model, faces, batch_size: int, channels_last: bool, device=torch.device("cpu")):
+def validation_counts(model, faces, batch_size: int, channels_last: bool, device=torch.device("cpu"), view=None):
     """(correct per class, images per class) over the whole split, int64 (K,): each rank predicts its contiguous shard
-    and the counts are summed over ranks, so every image counts exactly once."""
+    and the counts are summed over ranks, so every image counts exactly once. view: the model's view of a batch
+    (fer.data.view), None when the model takes the data as it is."""
     model.eval()
     num_classes = len(faces.class_names)
     correct, seen = torch.zeros(num_classes, dtype=torch.int64), torch.zeros(num_classes, dtype=torch.int64)
     for x, labels in eval_batches(faces, batch_size, *distributed.shard_range(len(faces))):
         x = to_device(x, device)
+        if view is not None:
+            x = view(x)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         predicted = model(x).argmax(1).cpu()
@@ -112,8 +117,8 @@ def validation_counts(model, faces, batch_size: int, channels_last: bool, device
     return correct, seen
 
 
-def validate(model, faces, batch_size: int, channels_last: bool, device=torch.device("cpu")) -> dict:
-    correct, seen = validation_counts(model, faces, batch_size, channels_last, device)
+def validate(model, faces, batch_size: int, channels_last: bool, device=torch.device("cpu"), view=None) -> dict:
+    correct, seen = validation_counts(model, faces, batch_size, channels_last, device, view)
     recalls = [correct[k] / seen[k] for k in range(len(seen)) if seen[k]]
     return {"val_acc": int(correct.sum()) / max(len(faces), 1), "val_balanced_acc": float(np.mean(recalls))}
 
@@ -200,6 +205,7 @@ class Run:
     center_optimizer: torch.optim.Optimizer | None = None
     schedule: object | None = None
     warm: dict | None = None  # where the weights started (train.init): the run's provenance
+    view: Callable | None = None  # the model's view of a batch when it takes smaller or gray input (fer.data.view)
 
     @property
     def last_path(self) -> Path:
@@ -239,8 +245,12 @@ def build_run(cfg: Config, device: torch.device, data_root) -> Run:
     if len(batches) == 0:
         raise ValueError(f"train set has {len(train_faces)} images, fewer than one batch of {t.batch_size}")
 
-    spec = model_spec(cfg.model.name, num_classes, cfg.model.head, cfg.model.width, cfg.data.image_size,
-                      cfg.loss.scale if cfg.model.head == "cosine" else 1.0, cfg.data.channels)
+    input_size, input_channels = model_input(cfg)
+    spec = model_spec(cfg.model.name, num_classes, cfg.model.head, cfg.model.width, input_size,
+                      cfg.loss.scale if cfg.model.head == "cosine" else 1.0, input_channels)
+    view = None
+    if (input_size, input_channels) != (cfg.data.image_size, cfg.data.channels):
+        view = functools.partial(model_view, size=input_size, channels=input_channels)
     model = build_model(spec)
     warm = warm_start(model, spec, list(train_faces.class_names), t.init, faces=train_faces) if t.init else None
     model = model.to(device)
@@ -268,7 +278,7 @@ def build_run(cfg: Config, device: torch.device, data_root) -> Run:
     state = RunState(model, objective, optimizer, device, ema=ema, center_optimizer=center_optimizer, schedule=schedule,
                      scaler=scaler)
     return Run(cfg, device, precision, out, train_faces, val_faces, batches, spec, model, forward_both, objective,
-               optimizer, scaler, state, class_counts, ema, teacher, center_optimizer, schedule, warm)
+               optimizer, scaler, state, class_counts, ema, teacher, center_optimizer, schedule, warm, view)
 
 
 def train_one_epoch(run: Run, progress: bool = True) -> bool:
@@ -289,10 +299,11 @@ def train_one_epoch(run: Run, progress: bool = True) -> bool:
     for x, labels in bar:
         x, labels = to_device(x, device), to_device(labels, device)
         x, labels_b, lam = recipe.mix_batch(x, labels, cfg.augment, t.seed, epoch, state["batch"])
+        x_model = x if run.view is None else run.view(x)  # the teacher sees x, the model its view of x
         if t.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+            x_model = x_model.contiguous(memory_format=torch.channels_last)
         with autocast(device, run.precision):
-            embeddings, outputs = run.forward_both(x)
+            embeddings, outputs = run.forward_both(x_model)
         loss = run.objective(embeddings, outputs, labels, labels_b, lam)  # float32 (the losses switch autocast off)
         if run.teacher is not None:  # student logits as the teacher's: prob_scale * outputs (s * cos, no margin)
             student_logits = outputs * run.spec["prob_scale"]
@@ -351,7 +362,7 @@ def end_of_epoch(run: Run) -> bool:
         recipe.recalibrate_bn(run.ema.module, run.train_faces, t.eval_batch_size, run.device)
         distributed.broadcast_buffers(run.ema.module)  # bit-identical on every rank
     distributed.check_in_sync(model=run.model, objective=run.objective)
-    metrics = validate(run.shipped, run.val_faces, t.eval_batch_size, t.channels_last, run.device)
+    metrics = validate(run.shipped, run.val_faces, t.eval_batch_size, t.channels_last, run.device, run.view)
     row = {"epoch": epoch + 1, "step": state["step"], "train_loss": totals["loss"] / max(totals["seen"], 1),
            "train_acc": totals["correct"] / max(totals["seen"], 1), **metrics,
            "lr": run.optimizer.param_groups[0]["lr"], "seconds": round(state["seconds"], 1)}
