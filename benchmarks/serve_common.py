@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -117,3 +118,27 @@ def percentiles(latencies_s) -> dict:
 
 def load_average() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def predict_client(port: int, photos: list[bytes], counter, lock: threading.Lock, latencies: list, failures: list) -> None:
+    """One keep-alive client: POST /v1/predict with photos[i % len(photos)] for each i drawn from the shared counter
+    (under lock) until it is exhausted; a latency per request, a failure for anything but 200 with faces (the
+    connection is reopened after a transport error)."""
+    headers = {"Content-Type": "image/jpeg"}
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    while True:
+        with lock:
+            index = next(counter, None)
+        if index is None:
+            break
+        start = time.perf_counter()
+        try:
+            status, body = request(port, "POST", "/v1/predict", photos[index % len(photos)], headers, conn)
+            if status != 200 or not body.get("faces"):
+                failures.append(f"{status} {str(body)[:120]}")
+        except (OSError, http.client.HTTPException, ValueError) as error:
+            failures.append(repr(error))
+            conn.close()
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        latencies.append(time.perf_counter() - start)
+    conn.close()

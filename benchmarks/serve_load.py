@@ -17,7 +17,6 @@ machine is doing; the load average is printed with them.
 """
 
 import argparse
-import http.client
 import json
 import sys
 import threading
@@ -29,10 +28,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.serve_common import (load_average, percentiles, photos_640x480, request, rss_mb,  # noqa: E402
-                                     serve_process)
+from benchmarks.serve_common import (load_average, percentiles, photos_640x480, predict_client, request,  # noqa: E402
+                                     rss_mb, serve_process)
 
-HEADERS = {"Content-Type": "image/jpeg"}
 DEFAULT_THREADS = (__import__("torch").get_num_threads(), cv2.getNumThreads())  # before anything changes them
 SERVERS = (  # (name, `run.py serve` options); the memory check runs on the first
     ("batching, no window (default)", []),
@@ -46,27 +44,8 @@ def run_clients(port: int, photos: list[bytes], clients: int, total: int) -> dic
     """`total` requests from `clients` threads with keep-alive connections; throughput, latency, errors."""
     latencies, errors, lock = [], [], threading.Lock()
     counter = iter(range(total))
-
-    def client():
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-        while True:
-            with lock:
-                index = next(counter, None)
-            if index is None:
-                break
-            start = time.perf_counter()
-            try:
-                status, body = request(port, "POST", "/v1/predict", photos[index % len(photos)], HEADERS, conn)
-                if status != 200 or not body.get("faces"):
-                    errors.append(f"{status}: {str(body)[:100]}")
-            except (OSError, http.client.HTTPException, ValueError) as error:
-                errors.append(repr(error))
-                conn.close()
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-            latencies.append(time.perf_counter() - start)
-        conn.close()
-
-    threads = [threading.Thread(target=client) for _ in range(clients)]
+    threads = [threading.Thread(target=predict_client, args=(port, photos, counter, lock, latencies, errors))
+               for _ in range(clients)]
     start = time.perf_counter()
     for thread in threads:
         thread.start()

@@ -12,7 +12,6 @@ mid-stream. The server runs with --max-body-mb 2. Bounded: stops after --good go
 
 import argparse
 import collections
-import http.client
 import json
 import socket
 import struct
@@ -24,8 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.serve_common import (clip_frames, load_average, percentiles, photos_640x480, request,  # noqa: E402
-                                     rss_mb, serve_process)
+from benchmarks.serve_common import (clip_frames, load_average, percentiles, photos_640x480,  # noqa: E402
+                                     predict_client, request, rss_mb, serve_process)
 
 MAX_BODY = 2 * 2**20
 
@@ -101,25 +100,6 @@ def main() -> None:
     with serve_process("--max-body-mb", str(MAX_BODY / 2**20)) as (port, pid):
         rss_start = rss_mb(pid)
 
-        def good_client():
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-            while True:
-                with lock:
-                    index = next(counter, None)
-                if index is None:
-                    return
-                start = time.perf_counter()
-                try:
-                    status, body = request(port, "POST", "/v1/predict", photos[index % len(photos)],
-                                           {"Content-Type": "image/jpeg"}, conn)
-                    if status != 200 or not body.get("faces"):
-                        good_failures.append(f"{status} {str(body)[:120]}")
-                except (OSError, http.client.HTTPException, ValueError) as error:
-                    good_failures.append(repr(error))
-                    conn.close()
-                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-                good_latencies.append(time.perf_counter() - start)
-
         def bad_client(offset):
             k = offset
             while not done.is_set():
@@ -133,7 +113,8 @@ def main() -> None:
                 k += 1
 
         start = time.perf_counter()
-        good = [threading.Thread(target=good_client) for _ in range(args.clients)]
+        good = [threading.Thread(target=predict_client, args=(port, photos, counter, lock, good_latencies, good_failures))
+                for _ in range(args.clients)]
         bad = [threading.Thread(target=bad_client, args=(i * 3,)) for i in range(args.bad_clients)]
         for thread in good + bad:
             thread.start()

@@ -31,7 +31,7 @@ if __name__ == "__main__":  # run as a script from anywhere: the repository root
 from fer.models import MODELS  # noqa: E402
 from studies.common import (BALANCED_METRICS, COMPARED_METRICS, DATASET_TITLES, DEFAULT_MODEL,  # noqa: E402
                             REFERENCE_MARGIN, REFERENCE_SCALE, REPORTED, SPLIT_TITLES, Run, against, cell, collect,
-                            copy_records, cpu_seconds, difference, estimate_seconds, mean_std, metric, model_of,
+                            copy_records, cpu_seconds, difference, estimate_seconds, metric, model_of,
                             numbers, row_cells, run_grid, shown_command, shown_path)
 from studies.loss_question import longer_schedule_markdown  # noqa: E402
 

@@ -11,7 +11,6 @@ from fer.data.loader import TrainBatches
 from fer.data.paths import data_root, dataset_path
 from fer.data.splits import load_eval_split, load_train_val
 from fer.data.transforms import build_augmentation, to_tensor
-from fer.labels import FER2013_CLASSES
 
 # Official FER2013 counts (shared/data/README.md).
 FER2013_COUNTS = {
