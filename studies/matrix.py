@@ -119,6 +119,7 @@ def model_card(model: str, threads: int = 1, repeats: int = 50) -> dict:
         "best_epoch": metrics.get("epoch"), "train_seconds_to_best": metrics.get("seconds"),
         "hardware": notes.get("hardware", "not recorded"), "notes": notes,
         "warm_start": checkpoint.get("warm_start"),  # fine-tuned: the weights it started from
+        "teachers": checkpoint.get("teachers"),  # distilled: the checkpoints it learned from
         "calibration": card_calibration(checkpoint),  # the temperature and the split it was fitted on
         "ms_per_face": round(one, 3), "faces_per_s_batch64": round(per_s),
         "timing": {"torch_threads": threads, "machine": platform.machine(), "processor": platform.processor() or "?",
@@ -149,13 +150,16 @@ def _data_text(card: dict) -> str:
     sources = data.get("sources") or [data.get("dataset", "?")]
     realign = set(data.get("realign") or ())
     named = [s + (" (re-aligned)" if s in realign else "") for s in sources]
-    text = " + ".join(named) + f", {data.get('image_size', 48)} px, {'gray' if data.get('channels', 1) == 1 else 'colour'}"
+    spec = card["model_spec"]  # the model's input; a student's data may be larger (model.input_size, fer.data.view)
+    text = " + ".join(named) + f", {spec.get('image_size', 48)} px, {'gray' if spec.get('channels', 1) == 1 else 'colour'}"
     warm = card.get("warm_start")
     if warm and warm.get("sha256"):  # the card's time and epochs are the fine-tune's; the start's are in its own card
         text += (f"; fine-tuned from `{Path(warm['source']).stem}` (sha256 {warm['sha256'][:12]}, trained on "
                  f"{' + '.join(warm['datasets'])})")
     elif warm:  # a pretrained backbone (fer.models.pretrained), not a fer checkpoint: no sha256 or datasets recorded
         text += f"; fine-tuned from `{Path(warm['source']).stem}`"
+    for teacher in card.get("teachers") or ():
+        text += f"; distilled from `{Path(teacher['source']).stem}` (sha256 {teacher['sha256'][:12]})"
     return text
 
 
