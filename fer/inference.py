@@ -14,6 +14,7 @@ from fer.checkpoint import input_shape, load_model
 from fer.data.transforms import check_faces, to_tensor
 from fer.device import resolve_device, to_device
 from fer.models.fold import fold_batchnorm
+from fer.models.freeze import freeze_for_cpu
 
 
 def predict_probs(classifier, faces) -> np.ndarray:
@@ -33,6 +34,10 @@ class Classifier:
         self.class_names = tuple(class_names)
         self.input_size = input_size
         self.channels = channels  # 1: gray faces (N, S, S); 3: BGR faces (N, S, S, 3)
+        # On the CPU a frozen TorchScript graph of the same model (fer/models/freeze.py): fused ops, same outputs.
+        self._forward_both = self.model.forward_both
+        if self.device.type == "cpu" and hasattr(torch.jit, "freeze"):
+            self._forward_both = freeze_for_cpu(self.model, input_size, channels)
         self.prob_scale = prob_scale  # s for cosine heads (probs = softmax(s * cos)), 1 for logits
         self.temperature = float(temperature)  # probs = softmax(logits / T), fer.calibration; 1: uncalibrated
         self.source = source
@@ -58,7 +63,7 @@ class Classifier:
     def logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x (B, C, S, S) float -> embeddings (B, D), uncalibrated logits prob_scale * outputs (B, K), on the device."""
         x = to_device(x, self.device).contiguous(memory_format=torch.channels_last)
-        embeddings, outputs = self.model.forward_both(x)
+        embeddings, outputs = self._forward_both(x)
         return embeddings, outputs.float() * self.prob_scale
 
     @torch.inference_mode()

@@ -24,6 +24,13 @@ os.environ.setdefault("FER_DATA", str(DATA))
 os.environ["FER_CACHE"] = tempfile.mkdtemp(prefix="fer-test-cache-")
 
 
+def model_faces(faces_gray: np.ndarray, classifier) -> np.ndarray:
+    """Real 48 px gray faces as a classifier takes them: resized (as the readers resize) and, for colour, replicated."""
+    size = classifier.input_size
+    resized = np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_LINEAR) for f in faces_gray])
+    return resized if classifier.channels == 1 else np.repeat(resized[..., None], 3, axis=3)
+
+
 @pytest.fixture(scope="session")
 def data_root() -> Path:
     assert (DATA / "fer2013" / "train").is_dir(), f"real data not found at {DATA}; set FER_DATA"

@@ -7,6 +7,7 @@ import pytest
 
 from fer.backends import BACKENDS, OnnxRuntimeClassifier, load_classifier
 from fer.checkpoint import shipped_models
+from fer.data.transforms import face_shape
 from fer.face import FaceDetector
 from fer.predict import predict_images
 from fer.tta import predict_faces
@@ -35,9 +36,16 @@ def test_backends_give_torch_labels_on_the_shared_photos(name, detector):
                 assert gap <= 1e-4, f"{backend} {ours['path']}: probabilities differ by {gap}"
 
 
+def random_faces(classifier, n: int) -> np.ndarray:
+    """n random uint8 faces of the classifier's own input shape."""
+    return np.random.default_rng(0).integers(0, 256, (n, *face_shape(classifier.input_size, classifier.channels)),
+                                             dtype=np.uint8)
+
+
 def test_embeddings_for_evaluate_match_torch():
-    faces = np.random.default_rng(0).integers(0, 256, (5, 48, 48), dtype=np.uint8)
-    torch_e, torch_p = predict_faces(load_classifier("default", "torch"), faces, "flip")
+    reference = load_classifier("default", "torch")
+    faces = random_faces(reference, 5)
+    torch_e, torch_p = predict_faces(reference, faces, "flip")
     for backend in ("onnxruntime", "opencv"):
         classifier = load_classifier("default", backend)
         e, p = predict_faces(classifier, faces, "flip")
@@ -46,9 +54,12 @@ def test_embeddings_for_evaluate_match_torch():
 
 
 def test_wrong_faces_are_a_value_error():
-    classifier = load_classifier("default", "opencv")
-    with pytest.raises(ValueError, match=r"uint8 \(N, 48, 48\)"):
+    classifier = load_classifier("fer2013", "opencv")  # 48 px gray
+    with pytest.raises(ValueError, match=r"uint8 \(N, 48, 48\) \(gray"):
         classifier.predict(np.zeros((2, 64, 64), np.uint8))
+    colour = load_classifier("rafdb", "opencv")  # 112 px colour
+    with pytest.raises(ValueError, match=r"uint8 \(N, 112, 112, 3\) \(BGR colour"):
+        colour.predict(np.zeros((2, 112, 112), np.uint8))
     with pytest.raises(ValueError, match="unknown backend 'tensorrt'"):
         load_classifier("default", "tensorrt")
 
@@ -57,7 +68,8 @@ def test_missing_onnxruntime_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime -> ImportError
     with pytest.raises(ValueError, match=r"fer-toolkit\[onnx\]"):
         load_classifier("default", "onnxruntime")
-    assert load_classifier("default", "opencv").predict(np.zeros((1, 48, 48), np.uint8)).shape == (1, 7)
+    classifier = load_classifier("default", "opencv")
+    assert classifier.predict(random_faces(classifier, 1)).shape == (1, 7)
 
 
 def test_onnxruntime_thread_setting():

@@ -19,6 +19,8 @@ from fer.data.transforms import to_tensor
 from fer.export import onnx_bytes
 from fer.inference import Classifier
 
+from conftest import model_faces
+
 PARITY = 1e-4  # tests/test_export.py's bound on max |p_onnx - p_torch|
 
 
@@ -127,12 +129,13 @@ def with_temperature(name: str, temperature: float | None, path) -> str:
 def test_backends_give_the_same_calibrated_probabilities(name, real_faces, tmp_path):
     path = with_temperature(name, 3.0, tmp_path / "t3.pt")
     torch_classifier = Classifier.load(path)
-    logits = selection_logits(torch_classifier, real_faces)
-    probs = torch_classifier.predict(real_faces)
+    faces = model_faces(real_faces, torch_classifier)
+    logits = selection_logits(torch_classifier, faces)
+    probs = torch_classifier.predict(faces)
     assert np.allclose(probs, softmax(logits, 3.0), atol=1e-5)
     assert np.abs(probs - softmax(logits)).max() > 0.05, "a temperature of 3 must change the probabilities"
     for backend in ("onnxruntime", "opencv"):
-        gap = np.abs(load_classifier(path, backend).predict(real_faces) - probs).max()
+        gap = np.abs(load_classifier(path, backend).predict(faces) - probs).max()
         assert gap <= PARITY, f"{name} {backend}: max |p - p_torch| = {gap:.2e}"
 
 
@@ -154,12 +157,12 @@ def test_onnx_divides_by_the_temperature_in_the_graph_and_keeps_it_in_the_metada
 def test_a_checkpoint_without_the_key_gives_exactly_the_uncalibrated_probabilities(real_faces, tmp_path):
     classifier = Classifier.load(with_temperature("default", None, tmp_path / "plain.pt"))
     assert classifier.temperature == 1.0 and classifier.checkpoint["calibration"] == {}
-    x = to_tensor(real_faces)
-    with torch.inference_mode():  # Classifier.outputs before calibration existed, operation for operation
-        expected = torch.softmax(classifier.model.forward_both(x.contiguous(memory_format=torch.channels_last))[1]
-                                 .float() * classifier.prob_scale, dim=1)
+    faces = model_faces(real_faces, classifier)
+    x = to_tensor(faces)
+    with torch.inference_mode():  # Classifier.outputs before calibration existed: softmax of the logits, nothing more
+        expected = torch.softmax(classifier.logits(x)[1], dim=1)
     assert torch.equal(classifier.outputs(x)[1], expected)
-    onnx_probs = load_classifier(classifier.source, "onnxruntime").predict(real_faces)
+    onnx_probs = load_classifier(classifier.source, "onnxruntime").predict(faces)
     assert np.abs(onnx_probs - expected.numpy()).max() <= PARITY
 
 

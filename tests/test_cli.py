@@ -121,7 +121,7 @@ def bad_checkpoints(tmp_path: Path) -> dict:
 
     malicious = tmp_path / "malicious.pt"
     torch.save({"state_dict": RunsCode()}, malicious)
-    run("export", "default", "--onnx", str(tmp_path / "good.onnx"))
+    run("export", "fer2013", "--onnx", str(tmp_path / "good.onnx"))
     proto = onnx.load(str(tmp_path / "good.onnx"))
     proto.graph.input[0].type.tensor_type.shape.dim[1].dim_value = 3  # a colour input; metadata says gray
     mismatched = tmp_path / "mismatched.onnx"

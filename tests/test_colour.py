@@ -138,7 +138,7 @@ def test_live_classifies_colour_crops(colour_run, detector, shared, tmp_path):
 
 def test_checkpoints_without_channels_stay_gray(tmp_path):
     """Checkpoints written before colour input have no 'channels' in their model_spec: they load as gray models."""
-    old = load_checkpoint("default")
+    old = load_checkpoint("fer2013")  # a 48 px gray model
     old["model_spec"] = {key: value for key, value in old["model_spec"].items() if key != "channels"}
     name = tmp_path / "before_colour.pt"
     torch.save({key: old[key] for key in ("model_spec", "class_names", "state_dict")}, name)

@@ -17,20 +17,15 @@ from fer.inference import Classifier
 from fer.labels import FER2013_CLASSES
 from fer.models import create_model
 
+from conftest import model_faces
 
 PARITY = 1e-4  # the issue's bound on max |p_onnx - p_torch|
-
-
-def faces_in_model_shape(faces_gray: np.ndarray, size: int, channels: int) -> np.ndarray:
-    """Real 48 px gray faces as a model takes them: resized (as the readers resize) and, for colour, replicated."""
-    resized = np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_LINEAR) for f in faces_gray])
-    return resized if channels == 1 else np.repeat(resized[..., None], 3, axis=3)
 
 
 @pytest.mark.parametrize("name", shipped_models())
 def test_parity_on_real_faces_in_onnxruntime_and_opencv(name, real_faces, tmp_path):
     torch_classifier = Classifier.load(name)
-    real_faces = faces_in_model_shape(real_faces, torch_classifier.input_size, torch_classifier.channels)
+    real_faces = model_faces(real_faces, torch_classifier)
     path = export_onnx(name, tmp_path / f"{name}.onnx")
     info = read_onnx(path.read_bytes(), str(path))
     embeddings_torch, probs_torch = (t.numpy() for t in torch_classifier.outputs(to_tensor(real_faces)))
@@ -89,7 +84,8 @@ def test_triton_repository_layout(tmp_path):
     folder = export_triton("default", tmp_path / "models")
     config = (folder / "config.pbtxt").read_text()
     assert (folder / "1" / "model.onnx").is_file()
-    assert 'name: "faces"' in config and "dims: [ 1, 48, 48 ]" in config and "dims: [ 256 ]" in config
+    # the shipped default: face_resnet, 112 px BGR colour in, 128-D embeddings out
+    assert 'name: "faces"' in config and "dims: [ 3, 112, 112 ]" in config and "dims: [ 128 ]" in config
     assert read_onnx((folder / "1" / "model.onnx").read_bytes(), "m")["class_names"] == FER2013_CLASSES
 
 
@@ -97,8 +93,9 @@ def test_onnx_path_as_checkpoint_gives_the_same_probabilities(tmp_path, real_fac
     path = export_onnx("default", tmp_path / "default.onnx")
     from_file = load_classifier(path, "opencv")
     in_memory = load_classifier("default", "opencv")
-    assert from_file.class_names == in_memory.class_names and from_file.input_size == 48
-    assert np.array_equal(from_file.predict(real_faces), in_memory.predict(real_faces))
+    assert from_file.class_names == in_memory.class_names and (from_file.input_size, from_file.channels) == (112, 3)
+    faces = model_faces(real_faces, in_memory)
+    assert np.array_equal(from_file.predict(faces), in_memory.predict(faces))
     assert Path(from_file.checkpoint["path"]) == path and from_file.checkpoint["config"]["data"]["dataset"] == "mixed"
 
 

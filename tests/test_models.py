@@ -150,6 +150,30 @@ def test_folding_batch_norm_keeps_the_outputs_and_removes_every_batch_norm(real_
         assert torch.allclose(e, g, atol=1e-4, rtol=1e-4), (e - g).abs().max()
 
 
+@pytest.mark.parametrize("name, size, channels", [("mini_xception", 48, 1), ("resnet_small", 48, 1),
+                                                  ("resnet_medium", 64, 3), ("face_resnet", 112, 3)])
+def test_the_frozen_cpu_graph_gives_eager_outputs_at_every_batch_size(real_faces, name, size, channels):
+    from fer.models.fold import fold_batchnorm
+    from fer.models.freeze import freeze_for_cpu
+
+    torch.manual_seed(0)
+    model = create_model(name, 7, head="cosine", in_channels=channels)
+    with torch.no_grad():
+        model.train()
+        for _ in range(3):  # non-trivial BN statistics, as in a trained model
+            model.forward_both(resized(real_faces[:16], size, channels))
+    folded = fold_batchnorm(model)
+    frozen = freeze_for_cpu(folded, size, channels)  # traced at batch 1
+    assert isinstance(frozen, torch.jit.ScriptModule)
+    x = resized(real_faces, size, channels).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        for batch in (1, 3, 56):
+            expected, got = folded.forward_both(x[:batch]), frozen(x[:batch])
+            for e, g in zip(expected, got):
+                assert e.shape == g.shape
+                assert torch.allclose(e, g, atol=1e-4, rtol=1e-4), (name, batch, (e - g).abs().max())
+
+
 def test_the_torch_classifier_gives_the_unfolded_probabilities_of_the_shipped_default(real_faces):
     from fer.calibration import temperature_of
     from fer.checkpoint import load_model
