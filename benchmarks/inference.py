@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.timing import timed  # noqa: E402
 from fer.backends import BACKENDS, OnnxRuntimeClassifier, OpenCVClassifier, load_classifier  # noqa: E402
-from fer.checkpoint import DEFAULT_MODEL, model_spec, shipped_models  # noqa: E402
+from fer.checkpoint import DEFAULT_NAME, model_spec, shipped_models  # noqa: E402
 from fer.export import onnx_bytes, read_onnx  # noqa: E402
 from fer.face.detect import FaceDetector  # noqa: E402
 from fer.inference import Classifier  # noqa: E402
@@ -122,12 +122,12 @@ def live_rows(args) -> list[str]:
     detector = FaceDetector(max_side=480)  # as `run.py live`
     with tempfile.TemporaryDirectory() as tmp:
         for backend in args.backends:
-            classifier = load_classifier(DEFAULT_MODEL, backend, num_threads=args.threads)
+            classifier = load_classifier(DEFAULT_NAME, backend, num_threads=args.threads)
             run_live(str(CLIP), classifier, detector, display=False, max_frames=10, num_threads=args.threads)  # warm-up
             for k in (1, 2):
                 summary = run_live(str(CLIP), classifier, detector, display=False, detect_every=k,
                                    jsonl=Path(tmp) / "frames.jsonl", max_frames=args.live_frames, num_threads=args.threads)
-                rows.append(f"| live, {DEFAULT_MODEL}, {backend}, detect every {k} | {summary['mean_fps']:.1f} frames/s | "
+                rows.append(f"| live, {DEFAULT_NAME}, {backend}, detect every {k} | {summary['mean_fps']:.1f} frames/s | "
                             f"{summary['frames']} frames, {summary['faces']} faces, classify "
                             f"{summary['stage_ms']['classify']:.2f} ms/frame, detect {summary['stage_ms']['detect']:.2f} |")
     return rows

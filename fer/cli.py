@@ -192,6 +192,9 @@ def add_live(sub):
                    help="per-face probability smoothing: ema:ALPHA, mean:N or none (default ema:0.3, so the label does "
                         "not flicker yet follows a real change within a few frames; docs/speed.md, Live)")
     p.add_argument("--motion", choices=("hold", "velocity"), default="hold", help="how boxes move between detections")
+    p.add_argument("--threads", type=int, default=1,
+                   help="OpenCV, torch and onnxruntime threads (default 1: fastest for small models on busy cores; "
+                        "the face_resnet default gains from 2 on 2 idle cores, docs/speed.md, Live)")
     p.add_argument("--snapshots", default="snapshots", help="folder for snapshots (key s)")
     p.set_defaults(handler=cmd_live)
 
@@ -200,9 +203,10 @@ def cmd_live(args) -> int:
     from fer.live import run_live
 
     # Detecting on frames downscaled to 480 px finds as many faces as at 640 px in less time (docs/speed.md, Live).
-    # One onnxruntime thread, as run_live gives torch and OpenCV: one small batch per frame (see run_live num_threads).
-    classifier, detector = load_classifier_and_detector(args, max_side=480, num_threads=1)
+    # onnxruntime gets the threads that run_live gives torch and OpenCV (one small batch per frame, see run_live).
+    classifier, detector = load_classifier_and_detector(args, max_side=480, num_threads=args.threads)
     summary = run_live(args.source, classifier, detector, display=False if args.no_display else None, output=args.output,
+                       num_threads=args.threads,
                        jsonl=args.jsonl, max_frames=args.max_frames, detect_every=args.detect_every,
                        smoothing=args.smoothing, motion=args.motion, snapshot_dir=args.snapshots)
     print(json.dumps(summary, indent=2, default=str))

@@ -16,7 +16,8 @@ Two steps, because the GPU machine reaches neither ../shared nor a package regis
 
 The recipe (docs/models.md, "Face-pretrained models"): the dlib affines become BatchNorm layers re-parametrised on
 training-face statistics (fer.models.face_resnet_init), AdamW with a linear warm-up and cosine decay, the head at a
-larger learning rate, bf16 autocast on CUDA.
+larger learning rate, bf16 autocast where the device has bf16 units (CUDA, or a CPU with AMX or AVX512-BF16: the
+same script also runs a plan's jobs on such a CPU, slowly, for jobs the GPU budget skipped).
 """
 
 import argparse
@@ -36,6 +37,7 @@ sys.path.insert(0, str(REPO))
 
 from fer import losses  # noqa: E402
 from fer.checkpoint import atomic_save, model_spec  # noqa: E402
+from fer.device import native_bf16  # noqa: E402
 from fer.models import create_model  # noqa: E402
 
 log = logging.getLogger("gpu_campaign")
@@ -212,7 +214,7 @@ def evaluate(model, faces: torch.Tensor, labels: np.ndarray, class_names, batch:
 
     model.eval()
     predictions = []
-    with torch.no_grad(), torch.autocast(faces.device.type, torch.bfloat16, enabled=faces.device.type == "cuda"):
+    with torch.no_grad(), torch.autocast(faces.device.type, torch.bfloat16, enabled=native_bf16(faces.device)):
         for i in range(0, len(faces), batch):
             predictions.append(model(to_input(faces[i:i + batch])).argmax(1).cpu())
     metrics = compute_metrics(labels, torch.cat(predictions).numpy(), class_names)
@@ -256,7 +258,7 @@ def run_job(job: dict, data: dict, out: Path, device: torch.device, recipe: dict
             index = order[i * recipe["batch_size"]:(i + 1) * recipe["batch_size"]]
             x = augment(to_input(train_faces[index]), generator, recipe["aug"])
             y = train_labels[index]
-            with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
+            with torch.autocast(device.type, torch.bfloat16, enabled=native_bf16(device)):
                 embeddings, outputs = model.forward_both(x)
             if cosine:
                 loss = objective(embeddings.float(), outputs.float(), y)
@@ -284,7 +286,8 @@ def run_job(job: dict, data: dict, out: Path, device: torch.device, recipe: dict
               "selection": data["names"][1], "n_train": len(train_faces), "n_val": len(val_faces),
               "excluded": data["excluded"], "history": history, "last": history[-1],
               "images_per_second": step * recipe["batch_size"] / history[-1]["seconds"],
-              "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"}
+              "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads",
+              "precision": "bf16 autocast" if native_bf16(device) else "fp32"}
     if job.get("keep"):
         metrics, state = best if job["keep"] == "best" else (history[-1], model.state_dict())
         record["kept"] = {"which": job["keep"], **metrics}

@@ -2,6 +2,7 @@
 
 Reads only committed records, so the page rebuilds byte-identically (tests/test_face_pretrained_study.py):
   docs/runs/face_resnet/gpu_call*/records.json   scripts/gpu_campaign.py runs (face_resnet fine-tunes on one GPU)
+  docs/runs/face_resnet/cpu_*/records.json       the same script's jobs that the GPU budget skipped, run on 2 CPU cores
   docs/runs/face_resnet/eval_*/report.json       `run.py evaluate` of the kept checkpoints, on the CPU
   docs/runs/recipe/curve-45ep/rafdb/resnet_small the from-scratch small ResNet's 45-epoch runs (studies/recipe.py)
   docs/runs/face_resnet/baselines/               the from-scratch models' matrix cells (studies/matrix.py) as they were
@@ -29,7 +30,9 @@ LOSS_TITLES = {"cosine_distance": "cosine-distance (AM-Softmax + Island)", "soft
 
 def campaign_records(root: Path = RUNS) -> list[dict]:
     records = []
-    for path in sorted((root / "face_resnet").glob("gpu_call*/records.json")):
+    paths = [*sorted((root / "face_resnet").glob("gpu_call*/records.json")),
+             *sorted((root / "face_resnet").glob("cpu_*/records.json"))]
+    for path in paths:
         for name, record in json.loads(path.read_text()).items():
             records.append(record | {"name": name, "call": path.parent.name})
     return records
@@ -42,6 +45,20 @@ def scratch_records(root: Path = RUNS) -> dict[str, list[dict]]:
         loss = "cosine_distance" if path.parts[-3].startswith("cosine_distance") else "softmax"
         found.setdefault(loss, []).append(json.loads(path.read_text()))
     return found
+
+
+def on_gpu(record: dict) -> bool:
+    return not record["device"].startswith("cpu")
+
+
+def time_text(runs: list[dict]) -> str:
+    """Mean wall time per run (validation included), per device: '48 s each on one H200; 1,371 s on 2 CPU cores'."""
+    by_device: dict[str, list[float]] = {}
+    for r in runs:
+        device = f"one {r['device'].removeprefix('NVIDIA ')}" if on_gpu(r) else f"the CPU ({r['device']})"
+        by_device.setdefault(device, []).append(r["last"]["seconds"])
+    return "; ".join(f"{sum(v) / len(v):,.0f} s {'each ' if len(v) > 1 else ''}on {device}"
+                     for device, v in by_device.items()) + ", validation included"
 
 
 def forward_gflops(name: str, size: int, channels: int) -> float:
@@ -82,11 +99,10 @@ def comparison_table(records: list[dict], scratch: dict[str, list[dict]]) -> lis
             groups.setdefault((r["job"]["loss"], r["job"]["lr"]), []).append(r)
     for (loss, lr), runs in sorted(groups.items()):
         values = {key: [r["last"][key] for r in runs] for _, key in METRICS}
-        gpu = sum(r["last"]["seconds"] for r in runs) / len(runs)
         compute = training_tflop(runs[0]["job"]["epochs"] * runs[0]["n_train"], backbone)
         lines.append(f"| face_resnet from dlib's weights, {LOSS_TITLES[loss]}, lr {lr:g} | 112 px colour | "
-                     f"{runs[0]['job']['epochs']} | {len(runs)} | {compute:.0f} TFLOP | {gpu:.0f} s each on one H200, "
-                     "validation included | " + " | ".join(percent_cells(values)) + " |")
+                     f"{runs[0]['job']['epochs']} | {len(runs)} | {compute:.0f} TFLOP | {time_text(runs)} | "
+                     + " | ".join(percent_cells(values)) + " |")
     # the same compute as the from-scratch schedule: the face_resnet runs' validation at that epoch (mid-schedule)
     budget = training_tflop(max(r["epochs"] for runs in scratch.values() for r in runs) * TRAIN_IMAGES["rafdb"], small)
     lines += ["", "At the from-scratch schedule's compute (" + f"{budget:.0f} TFLOP" + "), the face_resnet runs were at"
@@ -156,7 +172,9 @@ def shipped_table(root: Path = RUNS) -> list[str]:
 def build_page(root: Path = RUNS) -> str:
     records, scratch = campaign_records(root), scratch_records(root)
     epochs, seconds = default_run_length(root)
-    throughput = sorted({round(r["images_per_second"], -2) for r in records})
+    throughput = sorted({round(r["images_per_second"], -2) for r in records if on_gpu(r)})
+    cpu_runs = [r for r in records if not on_gpu(r)]
+    seeds = min(len(runs) for dataset in ("rafdb", "ferplus") for runs in compared_runs(records, dataset).values())
     text = [
         "# Face-pretrained backbone (face_resnet)",
         "",
@@ -166,8 +184,11 @@ def build_page(root: Path = RUNS) -> str:
         "`face_resnet` is dlib's face-recognition ResNet (public domain; fer/models/face_resnet_weights.md), ported exactly"
         " (tests/test_face_resnet.py checks dlib's own descriptors) and fine-tuned with its batch norms re-parametrised on"
         " training faces (fer/models/face_resnet_init.py). The fine-tunes below ran with scripts/gpu_campaign.py on one"
-        f" GPU ({', '.join(f'{t:.0f}' for t in throughput[:1])}-{throughput[-1]:.0f} training images/s incl. validation);"
-        " the same recipe runs on the CPU through the configs `configs/*_face_resnet.yaml`.",
+        f" GPU ({', '.join(f'{t:.0f}' for t in throughput[:1])}-{throughput[-1]:.0f} training images/s incl. validation)"
+        + (f"; {len(cpu_runs)} jobs the GPU budget skipped ran with the same script on 2 CPU cores (bf16,"
+           f" {min(r['images_per_second'] for r in cpu_runs):.0f}-{max(r['images_per_second'] for r in cpu_runs):.0f}"
+           " images/s)" if cpu_runs else "")
+        + "; the same recipe runs on the CPU through the configs `configs/*_face_resnet.yaml`.",
         "",
         "## RAF-DB: backbone vs from scratch (carved validation split, last-epoch weights)",
         "",
@@ -194,8 +215,10 @@ def build_page(root: Path = RUNS) -> str:
         "",
         f"RAF-DB: {loss_verdict(records, 'rafdb')}. FER+: {loss_verdict(records, 'ferplus')}. So in this regime the"
         " paper's claim (the cosine-distance loss beats softmax) is not shown where both differences lie within the"
-        " seed-to-seed range; the plan's third seeds were skipped for GPU time, and more seeds would be needed to say"
-        " more.",
+        " seed-to-seed range"
+        + ("; the plan's third seeds were skipped for GPU time, and more seeds would be needed to say more."
+           if seeds < 3 else f" ({seeds} seeds per loss).")
+        ,
         "",
         "## Against the shipped from-scratch models (CPU evaluation, `run.py evaluate`)",
         "",

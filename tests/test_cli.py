@@ -54,7 +54,7 @@ def test_predict_json_contract_and_unreadable_file(tmp_path, shared):
 def test_live_on_the_video_file(tmp_path, shared):
     jsonl = tmp_path / "frames.jsonl"
     result = run("live", "--source", str(shared / "media" / "short_hamilton_clip.mp4"), "--no-display",
-                 "--max-frames", "20", "--jsonl", str(jsonl))
+                 "--max-frames", "20", "--jsonl", str(jsonl), "--threads", "2")
     assert result.returncode == 0, result.stderr
     frames = [json.loads(line) for line in jsonl.read_text().splitlines()]
     assert [f["frame"] for f in frames] == list(range(20))
@@ -64,6 +64,11 @@ def test_live_on_the_video_file(tmp_path, shared):
 def test_live_missing_file_is_a_clear_error(tmp_path):
     result = run("live", "--source", str(tmp_path / "missing.mp4"), "--no-display")
     assert result.returncode != 0 and "missing.mp4" in result.stderr
+
+
+def test_live_thread_count_below_one_is_a_clear_error(shared):
+    result = run("live", "--source", str(shared / "media" / "short_hamilton_clip.mp4"), "--no-display", "--threads", "0")
+    assert result.returncode != 0 and "threads" in result.stderr and "Traceback" not in result.stderr, result.stderr
 
 
 def media_face_counts(media: Path) -> dict:

@@ -17,6 +17,7 @@ import pytest
 pytest.importorskip("fastapi", reason="needs the [serve] extra")
 websockets_client = pytest.importorskip("websockets.sync.client")
 
+from conftest import model_faces  # noqa: E402
 from fer import ExpressionRecognizer  # noqa: E402
 from fer.face.detect import read_image  # noqa: E402
 from fer.serve.batcher import Batcher  # noqa: E402
@@ -293,9 +294,10 @@ def test_image_headers_give_the_decoded_size(shared, tmp_path):
 
 def test_batcher_returns_each_caller_its_own_rows(engine, real_faces):
     classifier = engine.classifier
+    faces = model_faces(real_faces, classifier)
     batcher = Batcher(classifier.predict, window_s=0.02, max_batch=64)
     try:
-        chunks = [real_faces[i:i + n] for i, n in ((0, 3), (3, 1), (4, 7), (11, 2), (13, 5), (18, 4), (22, 8), (30, 6))]
+        chunks = [faces[i:i + n] for i, n in ((0, 3), (3, 1), (4, 7), (11, 2), (13, 5), (18, 4), (22, 8), (30, 6))]
         results = [None] * len(chunks)
 
         def call(k):
@@ -315,12 +317,13 @@ def test_batcher_returns_each_caller_its_own_rows(engine, real_faces):
 
 
 def test_batch_closes_once_every_active_request_is_in_it(engine, real_faces):
+    faces = model_faces(real_faces[:2], engine.classifier)
     batcher = Batcher(engine.classifier.predict, window_s=2.0, active=lambda: 1)  # one request in progress
     try:
         start = time.perf_counter()
-        probs = batcher.predict(real_faces[:2])
+        probs = batcher.predict(faces)
         assert time.perf_counter() - start < 1.0, "a lone request must not wait out the 2 s window"
-        np.testing.assert_allclose(probs, engine.classifier.predict(real_faces[:2]), atol=1e-5)
+        np.testing.assert_allclose(probs, engine.classifier.predict(faces), atol=1e-5)
     finally:
         batcher.close()
 

@@ -1,10 +1,10 @@
 """freeze_for_cpu(model, size, channels): forward_both as a frozen TorchScript graph, for CPU inference.
 
 Why: a frozen graph lets oneDNN fuse each convolution with its bias, ReLU and residual add and pre-pack the weights,
-which eager mode cannot. It matters for the face_resnet at batch 1 (2 threads: eager 5.6 ms, frozen 4.4 ms per face,
+which eager mode cannot. It matters for the face_resnet at batch 1 (2 threads: eager 5.6 ms, frozen 4.5 ms per face,
 benchmarks/inference.py); the small 48 px networks gain less, since their time is mostly per-op overhead.
 The trace is taken at one batch size and fixed face size; a traced graph of convolutions serves any batch size, and
-tests/test_freeze.py checks that its outputs equal eager mode at several. Python-side checks inside forward (the cosine
+tests/test_models.py checks that its outputs equal eager mode at several. Python-side checks inside forward (the cosine
 head's finite-embedding guard, face_resnet's shape comparisons, which depend on the face size only) are evaluated once
 at trace time.
 """
