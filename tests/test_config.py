@@ -98,3 +98,15 @@ def test_int_accepted_for_float_and_round_trip(tmp_path):
 def test_missing_file():
     with pytest.raises(FileNotFoundError, match="nope.yaml"):
         load_config("nope.yaml")
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_a_config_that_starts_from_a_shipped_model_has_its_architecture(path):
+    """`train.init: NAME` copies weights from fer/weights/NAME.pt, which needs the same network and head."""
+    from fer.checkpoint import WEIGHTS_DIR, load_checkpoint
+
+    cfg = load_config(path)
+    if not (WEIGHTS_DIR / f"{cfg.train.init}.pt").is_file():
+        pytest.skip("train.init names no shipped model")
+    spec = load_checkpoint(cfg.train.init)["model_spec"]
+    assert (cfg.model.name, cfg.model.head) == (spec["name"], spec["head"]), f"{path.name}: init {cfg.train.init}"
