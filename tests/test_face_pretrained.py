@@ -123,3 +123,15 @@ def test_study_page_rebuilds_from_its_records():
     from studies.face_pretrained import PAGE, build_page
 
     assert build_page() == PAGE.read_text(), "docs/face-pretrained.md is stale: python studies/face_pretrained.py"
+
+
+def test_loss_verdict_is_worked_out_from_the_gaps():
+    sys.path.insert(0, str(REPO))
+    from studies.face_pretrained import loss_verdict
+
+    level = loss_verdict({"A": {"accuracy": (-0.4, 1.5)}, "B": {"accuracy": (0.3, 0.8)}})
+    assert level[-1].endswith("no difference lies outside the seed-to-seed range.")
+    behind = loss_verdict({"A": {"accuracy": (-0.4, 1.5), "macro-F1": (-1.5, 0.9)}})
+    assert "not reproduced" in behind[-1] and "softmax is ahead" in behind[-1] and "A macro-F1" in behind[-1]
+    ahead = loss_verdict({"A": {"accuracy": (2.0, 1.0)}, "B": {"accuracy": (0.1, 0.5)}})
+    assert ahead[-1] == "The cosine-distance loss is ahead beyond seed noise on A accuracy."
