@@ -104,8 +104,8 @@ def test_missing_file():
 STARTS_FROM_SHIPPED = [p for p in CONFIGS if load_config(p).train.init in shipped_models()]
 
 
-def test_the_fine_tune_config_is_the_one_that_starts_from_a_shipped_model():
-    assert [p.name for p in STARTS_FROM_SHIPPED] == ["finetune_default.yaml"]
+def test_the_configs_that_start_from_a_shipped_model_are_the_expected_ones():
+    assert [p.name for p in STARTS_FROM_SHIPPED] == ["default_distill.yaml", "finetune_default.yaml"]
 
 
 @pytest.mark.parametrize("path", STARTS_FROM_SHIPPED, ids=lambda p: p.name)
@@ -114,3 +114,6 @@ def test_a_config_that_starts_from_a_shipped_model_has_its_architecture(path):
     cfg = load_config(path)
     spec = load_checkpoint(cfg.train.init)["model_spec"]
     assert (cfg.model.name, cfg.model.head) == (spec["name"], spec["head"]), f"{path.name}: init {cfg.train.init}"
+    for teacher in cfg.train.teacher:  # a teacher sees the student's batch, so it takes the same input
+        spec = load_checkpoint(teacher)["model_spec"]
+        assert (spec["image_size"], spec.get("channels", 1)) == (cfg.data.image_size, cfg.data.channels), teacher
