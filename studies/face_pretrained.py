@@ -26,6 +26,7 @@ RUNS = REPO_ROOT / "docs" / "runs"
 PAGE = REPO_ROOT / "docs" / "face-pretrained.md"
 METRICS = (("accuracy", "accuracy"), ("macro-F1", "macro_f1"), ("balanced", "balanced_accuracy"))
 LOSS_TITLES = {"cosine_distance": "cosine-distance (AM-Softmax + Island)", "softmax": "softmax"}
+LOSS_DATASETS = {"rafdb": "RAF-DB", "ferplus": "FER+"}  # where the loss comparison ran: dataset -> title
 
 
 def campaign_records(root: Path = RUNS) -> list[dict]:
@@ -142,9 +143,9 @@ SHIPPED_PAIRS = (  # (row, face_resnet report under docs/runs/face_resnet, the f
 
 def loss_gaps(records: list[dict], dataset: str) -> dict[str, tuple[float, float]]:
     """{metric title: (cosine-distance minus softmax in points, the largest seed-to-seed range of either loss)}."""
-    gaps = {}
+    gaps, compared = {}, compared_runs(records, dataset)
     for title, key in METRICS[:2]:  # accuracy and macro-F1
-        values = {loss: [r["last"][key] for r in runs] for loss, runs in compared_runs(records, dataset).items()}
+        values = {loss: [r["last"][key] for r in runs] for loss, runs in compared.items()}
         mean = {loss: sum(v) / len(v) for loss, v in values.items()}
         gaps[title] = (100 * (mean["cosine_distance"] - mean["softmax"]), 100 * max(max(v) - min(v) for v in values.values()))
     return gaps
@@ -200,7 +201,7 @@ def build_page(root: Path = RUNS) -> str:
     throughput = sorted({round(r["images_per_second"], -2) for r in records if on_gpu(r)})
     cpu_runs = [r for r in records if not on_gpu(r)]
     seeds = {title: min(len(runs) for runs in compared_runs(records, dataset).values())
-             for dataset, title in (("rafdb", "RAF-DB"), ("ferplus", "FER+"))}
+             for dataset, title in LOSS_DATASETS.items()}
     short = [f"{title} has {n}" for title, n in seeds.items() if n < 3]
     text = [
         "# Face-pretrained backbone (face_resnet)",
@@ -240,8 +241,7 @@ def build_page(root: Path = RUNS) -> str:
         "",
         *loss_table(records, "ferplus", "PublicTest"),
         "",
-        " ".join(loss_verdict({title: loss_gaps(records, dataset)
-                               for dataset, title in (("rafdb", "RAF-DB"), ("ferplus", "FER+"))}))
+        " ".join(loss_verdict({title: loss_gaps(records, dataset) for dataset, title in LOSS_DATASETS.items()}))
         + (f" {' and '.join(short)} seeds per loss, not 3 (the GPU campaign had no time for the rest)."
            if short else f" Each loss has {min(seeds.values())} seeds on each dataset."),
         "",
