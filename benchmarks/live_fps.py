@@ -4,6 +4,7 @@
     python benchmarks/live_fps.py --checkpoint runs/x/best.pt --threads 2 --max-side 640
     python benchmarks/live_fps.py --motion              # also: how well hold / velocity predict boxes
     python benchmarks/live_fps.py --smoothing           # also: label flicker for smoothing settings
+    python benchmarks/live_fps.py --cadence             # also: classifying each face every 1st/2nd/3rd frame
 
 Each setting runs run_live twice over the clip: "jsonl" (JSONL only, nothing drawn) and "+mp4" (also draws and
 writes the annotated video). Timings are wall-clock on whatever else the machine is doing; the load average is
@@ -96,6 +97,25 @@ def smoothing_table(args, classifier, detector) -> None:
         print(f"{spec:>10} {100 * changes / max(len(faces), 1):12.1f}")
 
 
+def cadence_table(args, classifier, detector) -> None:
+    """Classifying each face every c-th frame (run_live's classify_every) at detect_every 2: frame rate, classify ms
+    per frame, and how often the reported (smoothed) label agrees with classifying every frame, per face frame."""
+    labels, lines = {}, []
+    with tempfile.TemporaryDirectory() as tmp:
+        for every in (1, 2, 3):
+            path = Path(tmp) / f"c{every}.jsonl"
+            summary = run_live(args.source, classifier, detector, display=False, detect_every=2, classify_every=every,
+                               jsonl=path, max_frames=args.max_frames, num_threads=args.threads)
+            rows = [json.loads(line) for line in path.read_text().splitlines()]
+            labels[every] = {(r["frame"], f["track_id"]): f["label"] for r in rows for f in r["faces"]}
+            same = [labels[every].get(key) == label for key, label in labels[1].items()]
+            lines.append(f"{every:>2} {summary['mean_fps']:7.1f} {summary['stage_ms']['classify']:9.2f} "
+                         f"{100 * np.mean(same):10.1f} {len(same):>6}")
+    print("\nclassify every c-th frame (detect every 2nd; label agreement with c = 1 over its face frames)")
+    print(f"{'c':>2} {'fps':>7} {'classify':>9} {'agree %':>10} {'faces':>6}")
+    print("\n".join(lines))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--source", default=str(CLIP), help="video file (default: the shared Hamilton clip)")
@@ -106,6 +126,7 @@ def main() -> None:
     parser.add_argument("--max-side", type=int, default=480, help="detector input long side")
     parser.add_argument("--motion", action="store_true", help="also print the box-prediction table")
     parser.add_argument("--smoothing", action="store_true", help="also print the label-flicker table")
+    parser.add_argument("--cadence", action="store_true", help="also print the classify-every table")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
@@ -121,6 +142,8 @@ def main() -> None:
         motion_table(args, detector)
     if args.smoothing:
         smoothing_table(args, classifier, detector)
+    if args.cadence:
+        cadence_table(args, classifier, detector)
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 

@@ -188,6 +188,9 @@ def add_live(sub):
     p.add_argument("--detect-every", type=int, default=2,
                    help="run the detector every k-th frame and track the boxes in between (default 2; the frame rate "
                         "and box accuracy per k: docs/speed.md, Live)")
+    p.add_argument("--classify-every", type=int, default=1,
+                   help="classify each face every k-th frame, holding its probabilities in between (default 1; 2 "
+                        "lifts the frame rate on CPUs too slow for the model; docs/speed.md, Live)")
     p.add_argument("--smoothing", default="ema:0.3",
                    help="per-face probability smoothing: ema:ALPHA, mean:N or none (default ema:0.3, so the label does "
                         "not flicker yet follows a real change within a few frames; docs/speed.md, Live)")
@@ -208,6 +211,7 @@ def cmd_live(args) -> int:
     summary = run_live(args.source, classifier, detector, display=False if args.no_display else None, output=args.output,
                        num_threads=args.threads,
                        jsonl=args.jsonl, max_frames=args.max_frames, detect_every=args.detect_every,
+                       classify_every=args.classify_every,
                        smoothing=args.smoothing, motion=args.motion, snapshot_dir=args.snapshots)
     print(json.dumps(summary, indent=2, default=str))
     return 0

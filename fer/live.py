@@ -38,7 +38,7 @@ import torch
 
 from fer.face.align import align_face
 from fer.face.draw import draw_faces
-from fer.tracking import IouTracker, ProbabilitySmoother, Track
+from fer.tracking import IouTracker, ProbabilitySmoother, Track, classification_due
 
 log = logging.getLogger(__name__)
 
@@ -246,7 +246,8 @@ def open_writer(path: Path, fps: float, image_bgr: np.ndarray) -> cv2.VideoWrite
 
 def run_live(source: int | str, classifier, detector, *, display: bool | None = None,
              output: str | os.PathLike | None = None, jsonl: str | os.PathLike | None = None,
-             max_frames: int | None = None, detect_every: int = 1, smoothing: str = DEFAULT_SMOOTHING,
+             max_frames: int | None = None, detect_every: int = 1, classify_every: int = 1,
+             smoothing: str = DEFAULT_SMOOTHING,
              motion: str = "hold", max_missed: int = 15, iou_threshold: float = 0.3,
              snapshot_dir: str | os.PathLike = "snapshots", window_name: str = "fer live",
              num_threads: int | None = 1) -> dict:
@@ -262,6 +263,10 @@ def run_live(source: int | str, classifier, detector, *, display: bool | None = 
         jsonl: path for one JSON object per processed frame (see the module docstring).
         max_frames: stop after this many frames read from the source (processed or failed); None = no limit.
         detect_every: run the detector on every k-th frame; tracks move the boxes in between.
+        classify_every: classify each tracked face on every k-th frame (staggered over the faces, and always on a
+            track's first frame, fer.tracking.classification_due); in between its smoothed probabilities are held.
+            On a CPU too slow for the model this trades label latency (smoothing counts classifications, not frames)
+            for frame rate (docs/speed.md, Live).
         smoothing: "ema:ALPHA", "mean:N" or "none" (fer.tracking.ProbabilitySmoother.from_spec).
         motion: "hold" or "velocity": how boxes move between detections (fer.tracking.IouTracker).
         max_missed, iou_threshold: tracker settings (fer.tracking.IouTracker).
@@ -276,6 +281,7 @@ def run_live(source: int | str, classifier, detector, *, display: bool | None = 
     in STAGES), stopped ("end", "max_frames", "quit" or "interrupted" by Ctrl+C).
     """
     check_int("detect_every", detect_every, 1)
+    check_int("classify_every", classify_every, 1)
     check_int("max_frames", max_frames, 0, optional=True)
     check_int("num_threads", num_threads, 1, optional=True)
     smoother = ProbabilitySmoother.from_spec(smoothing)
@@ -306,8 +312,8 @@ def run_live(source: int | str, classifier, detector, *, display: bool | None = 
         if display:
             cv2.namedWindow(window_name, cv2.WINDOW_NORMAL)
             stack.callback(cv2.destroyWindow, window_name)
-        log.info("live: %s, detect every %d frame(s), smoothing %s, display %s", reader.name, detect_every,
-                 smoothing, display)
+        log.info("live: %s, detect every %d frame(s), classify every %d, smoothing %s, display %s", reader.name,
+                 detect_every, classify_every, smoothing, display)
 
         start = last = time.perf_counter()
         try:
@@ -329,15 +335,16 @@ def run_live(source: int | str, classifier, detector, *, display: bool | None = 
                 smoother.prune(tracker.track_ids)
                 t2 = time.perf_counter()
 
-                if faces:
+                track_ids_now = [t.track_id for t in tracks]
+                due = classification_due(track_ids_now, index, classify_every, smoother)  # (N,) bool
+                if due.any():
                     batch = np.stack([align_face(image_bgr, face, size, channels=channels)
-                                      for face in faces])  # (N, S, S[, 3]) uint8
+                                      for face, d in zip(faces, due) if d])  # (D, S, S[, 3]) uint8, D due faces
                 t3 = time.perf_counter()
-                probs = classifier.predict(batch) if faces else np.zeros((0, len(class_names)), np.float32)  # (N, K)
+                probs = classifier.predict(batch) if due.any() else np.zeros((0, len(class_names)), np.float32)
                 t4 = time.perf_counter()
 
-                smoothed = np.array([smoother.update(t.track_id, p) for t, p in zip(tracks, probs)])
-                smoothed = smoothed.reshape(probs.shape)  # (N, K), also for N = 0
+                smoothed = smoother.update_frame(track_ids_now, due, probs)  # (N, K), also for N = 0
                 results = [{"box": [int(v) for v in face.box], "track_id": track.track_id,
                             "label": class_names[int(np.argmax(p))],
                             "probabilities": {name: round(float(q), 5) for name, q in zip(class_names, p)}}
@@ -351,7 +358,7 @@ def run_live(source: int | str, classifier, detector, *, display: bool | None = 
                 last = now
                 if display or output is not None:
                     image_bgr = draw_faces(image_bgr, faces, probs=smoothed if faces else None, class_names=class_names,
-                                           track_ids=[t.track_id for t in tracks], show_bars=True)
+                                           track_ids=track_ids_now, show_bars=True)
                     cv2.putText(image_bgr, f"{fps:.1f} fps", (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 255, 255), 2,
                                 cv2.LINE_AA)
                 t5 = time.perf_counter()

@@ -7,7 +7,8 @@ holds each visible track's box still (motion="hold", the default) or moves it by
 (motion="velocity"). Hold is the default because it predicts the next detections as well or better and opens fewer
 ids (docs/speed.md, Live): velocity from jittery detections adds noise, it would only pay for faces moving fast and
 steadily.
-`ProbabilitySmoother` keeps an exponential or window mean of each track's probabilities.
+`ProbabilitySmoother` keeps an exponential or window mean of each track's probabilities; `classification_due` says
+which tracks a frame classifies when each track is classified only every k-th frame (live on slow CPUs).
 """
 
 from collections import deque
@@ -177,7 +178,29 @@ class ProbabilitySmoother:
         self.state[track_id] = smoothed
         return smoothed.astype(np.float32)
 
+    def current(self, track_id: int) -> np.ndarray:
+        """The track's smoothed probs (K,) float32 as the last update left them; KeyError for a track never updated."""
+        state = self.state[track_id]
+        return (np.mean(state, axis=0) if self.window is not None else state).astype(np.float32)
+
+    def update_frame(self, track_ids, due, probs: np.ndarray) -> np.ndarray:
+        """One frame: the due tracks (bool per track) take their rows of probs (one row per due track, in order), the
+        others keep their current smoothed probs. Returns the smoothed probs of every track (N, K) float32."""
+        rows = iter(np.asarray(probs))
+        smoothed = [self.update(t, next(rows)) if d else self.current(t) for t, d in zip(track_ids, due)]
+        return np.array(smoothed, dtype=np.float32).reshape(len(smoothed), np.shape(probs)[-1])
+
     def prune(self, track_ids: set[int]) -> None:
         """Forget tracks that are no longer alive."""
         for track_id in set(self.state) - set(track_ids):
             del self.state[track_id]
+
+
+def classification_due(track_ids, frame_index: int, every: int, smoother: ProbabilitySmoother) -> np.ndarray:
+    """Which tracks (bool (N,)) this frame classifies when each is classified every `every`-th frame.
+
+    A track is due when (frame_index + track_id) % every == 0, so that with several faces the classifier's work is
+    spread over the frames instead of landing on the same ones, and always on its first frame (nothing to hold yet).
+    The others keep their smoothed probabilities until their next turn. every=1: every track on every frame.
+    """
+    return np.array([(frame_index + t) % every == 0 or t not in smoother.state for t in track_ids], dtype=bool)

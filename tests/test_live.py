@@ -146,6 +146,38 @@ def test_max_frames_and_detect_every(detector, tmp_path):
             assert {f["track_id"] for f in rows[i]["faces"]} == prev_ids, f"frame {i}: {rows[i]} after {rows[i - 1]}"
 
 
+def test_classify_every_2_classifies_about_half_the_faces_and_holds_the_rest(detector, tmp_path):
+    classifier = StandInClassifier()
+    summary = run_live(str(CLIP), classifier, detector, display=False, max_frames=60, detect_every=2,
+                       classify_every=2, jsonl=tmp_path / "f.jsonl")
+    rows = [json.loads(line) for line in (tmp_path / "f.jsonl").read_text().splitlines()]
+    classified = sum(classifier.batch_sizes)
+    assert 0.4 * summary["faces"] <= classified <= 0.7 * summary["faces"], (classified, summary["faces"])
+    held = 0
+    for previous, current in zip(rows, rows[1:]):
+        before = {f["track_id"]: f["probabilities"] for f in previous["faces"]}
+        for face in current["faces"]:  # a known track is due on frames where frame + track_id is even
+            if face["track_id"] in before and (current["frame"] + face["track_id"]) % 2:
+                held += 1
+                assert face["probabilities"] == before[face["track_id"]], (current["frame"], face)
+    assert held >= 20, f"only {held} held faces in 60 frames"
+
+
+def test_face_stream_gives_what_live_writes(detector, tmp_path):
+    from fer.stream import FaceStream
+
+    run_live(str(CLIP), StandInClassifier(), detector, display=False, max_frames=30, detect_every=2, classify_every=2,
+             jsonl=tmp_path / "f.jsonl")
+    rows = [json.loads(line)["faces"] for line in (tmp_path / "f.jsonl").read_text().splitlines()]
+    stream = FaceStream(StandInClassifier(), detect_every=2, classify_every=2)
+    capture, streamed = cv2.VideoCapture(str(CLIP)), []
+    for _ in range(30):
+        ok, frame = capture.read()
+        streamed.append(stream.step(frame, detector))
+    capture.release()
+    assert streamed == rows
+
+
 def test_max_frames_zero_reads_nothing_and_threads_are_restored(detector):
     before = (torch.get_num_threads(), cv2.getNumThreads())
     summary = run_live(str(CLIP), StandInClassifier(), detector, display=False, max_frames=0, num_threads=1)
@@ -169,7 +201,8 @@ def test_missing_and_unreadable_files(detector, tmp_path):
         run_live(str(not_video), StandInClassifier(), detector, display=False)
 
 
-@pytest.mark.parametrize("kwargs, field", [({"detect_every": 0}, "detect_every"), ({"max_frames": -1}, "max_frames"),
+@pytest.mark.parametrize("kwargs, field", [({"detect_every": 0}, "detect_every"), ({"classify_every": 0}, "classify_every"),
+                                           ({"max_frames": -1}, "max_frames"),
                                            ({"smoothing": "median:3"}, "smoothing"), ({"motion": "kalman"}, "motion"),
                                            ({"num_threads": 0}, "num_threads")])
 def test_bad_arguments_name_the_field(detector, kwargs, field):

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from fer.tracking import IouTracker, ProbabilitySmoother, iou_matrix
+from fer.tracking import IouTracker, ProbabilitySmoother, classification_due, iou_matrix
 
 
 def test_iou_matrix_by_hand():
@@ -109,6 +109,28 @@ def test_prune_forgets_dead_tracks():
     smoother.update(2, np.array([1.0, 0.0]))
     smoother.prune({2})
     np.testing.assert_allclose(smoother.update(1, np.array([0.0, 1.0])), [0.0, 1.0])
+
+
+def test_classification_due_staggers_tracks_and_never_skips_a_new_one():
+    smoother = ProbabilitySmoother.from_spec("ema:0.5")
+    assert classification_due([3, 4], 0, 2, smoother).all(), "new tracks: nothing to hold yet"
+    for track_id in (3, 4):
+        smoother.update(track_id, np.array([1.0, 0.0]))
+    # Known tracks take turns: one of the two faces per frame, not both on even frames and none on odd ones.
+    assert classification_due([3, 4], 1, 2, smoother).tolist() == [True, False]
+    assert classification_due([3, 4], 2, 2, smoother).tolist() == [False, True]
+    assert classification_due([3, 4, 5], 2, 2, smoother).tolist() == [False, True, True]
+    assert classification_due([3, 4], 7, 1, smoother).all(), "every=1: every face on every frame"
+
+
+@pytest.mark.parametrize("spec", ["ema:0.5", "mean:2"])
+def test_update_frame_holds_the_tracks_not_due(spec):
+    smoother = ProbabilitySmoother.from_spec(spec)
+    first = smoother.update_frame([1, 2], [True, True], np.array([[1.0, 0.0], [0.0, 1.0]]))
+    second = smoother.update_frame([1, 2], [False, True], np.array([[1.0, 0.0]]))  # one row: track 2's
+    np.testing.assert_allclose(second[0], first[0], err_msg="track 1 not due: held")
+    np.testing.assert_allclose(second[1], [0.5, 0.5], err_msg="track 2 smoothed with its new row")
+    assert smoother.update_frame([], [], np.zeros((0, 2))).shape == (0, 2)
 
 
 @pytest.mark.parametrize("spec", ["ema:0", "ema:1.5", "mean:0", "ema:x", "median:3", "none:1"])
