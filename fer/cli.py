@@ -275,6 +275,8 @@ def add_serve(sub):
                    help="how long a batch waits for more faces (default 0: it takes what is waiting; docs/serving.md)")
     p.add_argument("--max-body-mb", type=float, default=10.0, help="larger uploads and frames are refused (413)")
     p.add_argument("--detect-every", type=int, default=2, help="WebSocket streams: detector every k-th frame (as live)")
+    p.add_argument("--classify-every", type=int, default=1,
+                   help="WebSocket streams: classify each face every k-th frame (as live)")
     p.add_argument("--smoothing", default="ema:0.3", help="WebSocket streams: probability smoothing (as live)")
     p.set_defaults(handler=cmd_serve)
 
@@ -294,7 +296,8 @@ def cmd_serve(args) -> int:
     engine = Engine(args.checkpoint or "default", backend=args.backend, detector=args.detector,
                     yunet_model=args.yunet_model, device=args.device, workers=args.workers,
                     batching=not args.no_batching, batch_window_s=args.batch_window_ms / 1000.0,
-                    detect_every=args.detect_every, smoothing=args.smoothing)
+                    detect_every=args.detect_every, classify_every=args.classify_every,
+                    smoothing=args.smoothing)
     serve(engine, args.host, args.port, args.token, max_body_bytes=int(args.max_body_mb * 2**20), log_level="info")
     return 0
 

@@ -344,3 +344,12 @@ def test_classifier_failure_reaches_the_caller_and_the_batcher_goes_on(real_face
         assert batcher.predict(real_faces[:3]).shape == (3, 7)
     finally:
         batcher.close()
+
+
+@pytest.mark.parametrize("kwargs, field", [({"detect_every": 0}, "detect_every"),
+                                           ({"classify_every": 0}, "classify_every"), ({"smoothing": "ema:2"}, "smoothing")])
+def test_bad_stream_settings_fail_when_the_engine_starts(kwargs, field):
+    from fer.serve.engine import Engine
+
+    with pytest.raises(ValueError, match=field):
+        Engine(set_threads=False, **kwargs)

@@ -24,10 +24,12 @@ import torch
 import fer
 from fer.api import ExpressionRecognizer
 from fer.face.detect import FaceDetector
+from fer.live import check_int
 from fer.predict import classify_faces, face_record
 from fer.serve.batcher import Batcher
 from fer.serve.images import decode_image
 from fer.stream import FaceStream
+from fer.tracking import ProbabilitySmoother
 
 log = logging.getLogger(__name__)
 
@@ -63,14 +65,18 @@ class Engine:
         batching: merge the faces of concurrent requests into one classifier call (see fer.serve.batcher).
         batch_window_s, max_batch: the batcher's settings.
         max_pixels: larger images are refused (413) before they are decoded.
-        detect_every, smoothing: the WebSocket streams' settings (fer.stream.FaceStream; `live`'s defaults).
+        detect_every, classify_every, smoothing: the WebSocket streams' settings (fer.stream.FaceStream; `live`'s
+            defaults).
     """
 
     def __init__(self, model: str = "default", backend: str = "torch", detector: str = "yunet",
                  yunet_model: str | None = None, device: str = "cpu", workers: int | None = None,
                  batching: bool = True, batch_window_s: float = 0.0, max_batch: int = 64,
-                 max_pixels: int = 40_000_000, detect_every: int = 2, smoothing: str = "ema:0.3",
-                 set_threads: bool = True):
+                 max_pixels: int = 40_000_000, detect_every: int = 2, classify_every: int = 1,
+                 smoothing: str = "ema:0.3", set_threads: bool = True):
+        for name, value in (("detect_every", detect_every), ("classify_every", classify_every)):
+            check_int(name, value, 1)  # bad stream settings fail at start, not at the first WebSocket
+        ProbabilitySmoother.from_spec(smoothing)
         if set_threads:
             torch.set_num_threads(1)
             cv2.setNumThreads(1)
@@ -83,7 +89,7 @@ class Engine:
         self.info["backend"] = backend
         self.workers = workers or os.cpu_count() or 1
         self.max_pixels = max_pixels
-        self.detect_every = detect_every
+        self.detect_every, self.classify_every = detect_every, classify_every
         self.smoothing = smoothing
         self._active = 0  # requests and frames running in a worker now (the batcher waits for no more than these)
         self._active_lock = threading.Lock()
@@ -128,7 +134,8 @@ class Engine:
         return [face_record(face, row, self.class_names) for face, row in zip(faces, probs)]
 
     def new_stream(self) -> FaceStream:
-        return FaceStream(self.shared_classifier, detect_every=self.detect_every, smoothing=self.smoothing)
+        return FaceStream(self.shared_classifier, detect_every=self.detect_every, classify_every=self.classify_every,
+                          smoothing=self.smoothing)
 
     def stream_bytes(self, stream: FaceStream, data: bytes) -> tuple[list[dict], tuple[int, int]]:
         """One JPEG (or PNG, WebP, BMP) frame of a stream -> its tracked, smoothed faces. Runs in a worker thread."""
