@@ -203,7 +203,7 @@ def add_live(sub):
 
 
 def cmd_live(args) -> int:
-    from fer.live import run_live
+    from fer.live import run_live, speed_hint
 
     # Detecting on frames downscaled to 480 px finds as many faces as at 640 px in less time (docs/speed.md, Live).
     # onnxruntime gets the threads that run_live gives torch and OpenCV (one small batch per frame, see run_live).
@@ -214,6 +214,9 @@ def cmd_live(args) -> int:
                        classify_every=args.classify_every,
                        smoothing=args.smoothing, motion=args.motion, snapshot_dir=args.snapshots)
     print(json.dumps(summary, indent=2, default=str))
+    hint = speed_hint(summary, args.classify_every, int(classifier.input_size))
+    if hint:
+        print(hint, file=sys.stderr)
     return 0
 
 

@@ -278,7 +278,8 @@ def run_live(source: int | str, classifier, detector, *, display: bool | None = 
 
     Returns a summary: frames (processed), frames_failed, frames_dropped (cameras), faces (face boxes over all
     frames), tracks (distinct track ids), seconds, mean_fps, stage_ms (mean ms per processed frame of each stage
-    in STAGES), stopped ("end", "max_frames", "quit" or "interrupted" by Ctrl+C).
+    in STAGES), source_fps (the source's frame rate, 30 for a camera that reports none), stopped ("end",
+    "max_frames", "quit" or "interrupted" by Ctrl+C).
     """
     check_int("detect_every", detect_every, 1)
     check_int("classify_every", classify_every, 1)
@@ -396,7 +397,23 @@ def run_live(source: int | str, classifier, detector, *, display: bool | None = 
         "seconds": round(seconds_total, 3),
         "mean_fps": round(frames / seconds_total, 2) if seconds_total > 0 else 0.0,
         "stage_ms": {stage: round(1000.0 * s / max(frames, 1), 3) for stage, s in stage_s.items()},
+        "source_fps": round(reader.fps, 3),
         "stopped": stopped,
     }
     log.info("live summary: %s", summary)
     return summary
+
+
+def speed_hint(summary: dict, classify_every: int, input_size: int) -> str | None:
+    """A one-line suggestion when a run fell behind its source because classifying dominated (a CPU too slow for the
+    model, docs/speed.md), else None. summary: run_live's; input_size: the classifier's (a 48 px model is the light
+    choice already)."""
+    fps, source_fps, stage_ms = summary.get("mean_fps", 0), summary.get("source_fps", 0), summary.get("stage_ms", {})
+    classify_ms = stage_ms.get("classify", 0.0)
+    if summary.get("frames", 0) < 30 or not source_fps or fps >= 0.9 * source_fps:
+        return None
+    if classify_ms < max((v for k, v in stage_ms.items() if k != "classify"), default=0.0):
+        return None  # detection, drawing or the window is the bottleneck: a lighter classifier would not help
+    lighter = " or a 48 px model (--checkpoint ferplus)" if input_size > 48 else ""
+    return (f"live ran at {fps:.1f} frames/s, below the source's {source_fps:.1f}; classifying took {classify_ms:.0f} ms "
+            f"per frame: --classify-every {classify_every + 1}{lighter} is faster (docs/speed.md, Live)")

@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from fer.face.detect import FaceDetector
-from fer.live import MAX_CONSECUTIVE_FAILURES, CameraReader, VideoFileReader, display_available, parse_source, run_live
+from fer.live import (MAX_CONSECUTIVE_FAILURES, CameraReader, VideoFileReader, display_available, parse_source, run_live,
+                      speed_hint)
 from fer.tracking import iou_matrix
 
 from conftest import SHARED
@@ -176,6 +177,18 @@ def test_face_stream_gives_what_live_writes(detector, tmp_path):
         streamed.append(stream.step(frame, detector))
     capture.release()
     assert streamed == rows
+
+
+def test_speed_hint_only_when_classifying_made_the_run_fall_behind():
+    stage_ms = {"decode": 0.7, "detect": 12.0, "align": 1.8, "classify": 40.0, "draw": 0.2, "write": 0.1, "display": 0}
+    slow = {"frames": 275, "mean_fps": 17.0, "source_fps": 29.97, "stage_ms": stage_ms}
+    hint = speed_hint(slow, classify_every=1, input_size=112)
+    assert "17.0 frames/s" in hint and "40 ms" in hint and "--classify-every 2" in hint and "ferplus" in hint, hint
+    small = speed_hint(slow, classify_every=2, input_size=48)
+    assert "--classify-every 3" in small and "ferplus" not in small, "a 48 px model is the light one already"
+    assert speed_hint({**slow, "mean_fps": 29.0}, 1, 112) is None, "keeping up with the source"
+    assert speed_hint({**slow, "frames": 10}, 1, 112) is None, "too short a run to tell"
+    assert speed_hint({**slow, "stage_ms": {**stage_ms, "detect": 60.0}}, 1, 112) is None, "detection is the bottleneck"
 
 
 def test_max_frames_zero_reads_nothing_and_threads_are_restored(detector):
