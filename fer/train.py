@@ -33,7 +33,7 @@ from fer.data.transforms import build_augmentation
 from fer.data.view import model_view
 from fer.device import autocast, cpu_state, grad_scaler, resolve_precision, to_device
 from fer.objective import Objective
-from fer.run_state import RunState
+from fer.run_state import RunState, read_last
 from fer.warmstart import warm_start
 
 log = logging.getLogger(__name__)
@@ -160,9 +160,11 @@ def train(cfg: Config, data_root=None, resume: bool = False, progress: bool = Tr
 
 def run_training(cfg: Config, device: torch.device, data_root, resume: bool, progress: bool) -> dict:
     t = cfg.train
+    last_path = Path(t.out_dir) / "last.pt"
+    saved = read_last(last_path) if resume else None  # a missing or damaged last.pt fails before any data is read
     run = build_run(cfg, device, data_root)
     if resume:
-        run.state.resume(run.last_path)
+        run.state.resume(last_path, saved)
     state = run.state.progress
     stop = bool((t.max_steps and state["step"] >= t.max_steps)
                 or (t.early_stop_patience and state["bad_epochs"] >= t.early_stop_patience))
