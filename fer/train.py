@@ -34,7 +34,7 @@ from fer.data.view import model_view
 from fer.device import autocast, cpu_state, grad_scaler, resolve_precision, to_device
 from fer.objective import Objective
 from fer.run_state import RunState, read_last
-from fer.warmstart import warm_start
+from fer.warmstart import check_sources, warm_start
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +162,7 @@ def run_training(cfg: Config, device: torch.device, data_root, resume: bool, pro
     t = cfg.train
     last_path = Path(t.out_dir) / "last.pt"
     saved = read_last(last_path) if resume else None  # a missing or damaged last.pt fails before any data is read
+    check_sources(t.init, t.teacher)  # so do bad train.init and train.teacher files
     run = build_run(cfg, device, data_root)
     if resume:
         run.state.resume(last_path, saved)

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fer.checkpoint import input_shape, load_model
+from fer.checkpoint import input_shape, load_checkpoint, load_model
 from fer.config import ConfigError
 from fer.face.model_file import sha256_of
 
@@ -32,6 +32,18 @@ ARCHITECTURE = ("name", "head", "width")
 BACKBONE = "face_resnet_dlib"  # train.init naming the pretrained backbone rather than a checkpoint
 BACKBONE_STATISTICS_FACES = 512  # training faces whose channel statistics re-parametrise the backbone's batch norms
 LUMA_BGR = (0.114, 0.587, 0.299)  # cv2.COLOR_BGR2GRAY: Y = 0.299 R + 0.587 G + 0.114 B
+
+
+def check_sources(init: str, teachers: list[str]) -> None:
+    """Read the checkpoints that train.init and train.teacher name before the run reads any data: a missing or damaged
+    file is then a one-line error at once, not after the dataset (minutes with re-alignment) has been loaded. Whether
+    they fit the run (architecture, classes, input) is checked where they are used."""
+    named = [("train.init", init)] if init and init != BACKBONE else []
+    for key, source in named + [("train.teacher", teacher) for teacher in teachers]:
+        try:
+            load_checkpoint(source)
+        except (ValueError, FileNotFoundError) as error:
+            raise ConfigError(f"'{key}': {error}") from None
 
 
 def warm_start(model: nn.Module, spec: dict, class_names: list[str], source: str, faces=None) -> dict:

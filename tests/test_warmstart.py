@@ -115,13 +115,15 @@ def test_a_warm_started_run_begins_where_the_checkpoint_is_and_records_it(tmp_pa
     assert all(v.dtype == torch.float16 for v in shipped["state_dict"].values() if v.is_floating_point())
 
 
-def test_a_bad_init_checkpoint_is_a_one_line_error(tmp_path, data_root):
+@pytest.mark.parametrize("key", ["train.init", "train.teacher"])
+def test_a_bad_init_or_teacher_checkpoint_is_a_one_line_error_before_any_data_is_read(tmp_path, data_root, key):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
-    cfg = load_config(TINY, [f"train.out_dir={tmp_path / 'run'}", *RESNET, "data.max_per_class=5",
-                             f"train.init={bad}"])
-    with pytest.raises(ValueError, match=f"{bad}: not a (fer|torch) checkpoint"):
-        train(cfg, data_root=data_root, progress=False)
+    value = f"[{bad}]" if key == "train.teacher" else str(bad)
+    cfg = load_config(TINY, [f"train.out_dir={tmp_path / 'run'}", *RESNET, "data.max_per_class=5", f"{key}={value}"])
+    with pytest.raises(ConfigError, match=f"'{key}': {bad}: not a (fer|torch) checkpoint"):
+        train(cfg, data_root=tmp_path / "no_data_here", progress=False)  # no dataset there: it is never looked for
+    assert not (tmp_path / "run").exists(), "nothing written"
 
 
 def test_evaluate_flags_the_carve_a_warm_start_was_selected_on(tmp_path, data_root):
