@@ -35,13 +35,16 @@ LUMA_BGR = (0.114, 0.587, 0.299)  # cv2.COLOR_BGR2GRAY: Y = 0.299 R + 0.587 G + 
 
 
 def check_sources(init: str, teachers: list[str]) -> None:
-    """Read the checkpoints that train.init and train.teacher name before the run reads any data: a missing or damaged
-    file is then a one-line error at once, not after the dataset (minutes with re-alignment) has been loaded. Whether
-    they fit the run (architecture, classes, input) is checked where they are used."""
-    named = [("train.init", init)] if init and init != BACKBONE else []
+    """Read the checkpoints that train.init and train.teacher name (or the fetched backbone) before the run reads any
+    data: a missing or damaged file is then a one-line error at once, not after the dataset (minutes with
+    re-alignment) has been loaded. Whether they fit the run (architecture, classes, input) is checked where they are
+    used."""
+    from fer.models.pretrained import face_resnet_state_dict
+
+    named = [("train.init", init)] if init else []
     for key, source in named + [("train.teacher", teacher) for teacher in teachers]:
         try:
-            load_checkpoint(source)
+            face_resnet_state_dict() if source == BACKBONE and key == "train.init" else load_checkpoint(source)
         except (ValueError, FileNotFoundError) as error:
             raise ConfigError(f"'{key}': {error}") from None
 

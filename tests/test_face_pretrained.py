@@ -84,8 +84,8 @@ def test_missing_backbone_cache_says_how_to_fetch_it(data_root, tmp_path, monkey
     from fer.train import train
 
     monkeypatch.setenv("FER_CACHE", str(tmp_path / "empty-cache"))
-    with pytest.raises(ConfigError, match="run.py fetch-backbone"):
-        train(tiny_config(tmp_path), data_root=data_root)
+    with pytest.raises(ConfigError, match="'train.init': .*run.py fetch-backbone"):  # said before any data is read:
+        train(tiny_config(tmp_path), data_root=tmp_path / "no_data_here")  # no dataset there, never looked for
 
 
 def test_gpu_campaign_cpu_path_packs_real_faces_and_writes_project_checkpoints(backbone_weights, data_root, tmp_path):
