@@ -414,6 +414,6 @@ def speed_hint(summary: dict, classify_every: int, input_size: int) -> str | Non
         return None
     if classify_ms < max((v for k, v in stage_ms.items() if k != "classify"), default=0.0):
         return None  # detection, drawing or the window is the bottleneck: a lighter classifier would not help
-    lighter = " or a 48 px model (--checkpoint ferplus)" if input_size > 48 else ""
+    lighter = " or a 48 px model (--checkpoint ferplus --backend onnxruntime)" if input_size > 48 else ""
     return (f"live ran at {fps:.1f} frames/s, below the source's {source_fps:.1f}; classifying took {classify_ms:.0f} ms "
             f"per frame: --classify-every {classify_every + 1}{lighter} is faster (docs/speed.md, Live)")
