@@ -91,9 +91,9 @@ class RunState:
                 raise ValueError(f"--resume: {path}: its '{part.key}' does not fit this run's config ({first}); "
                                  f"{RESUME_ADVICE}") from None
 
-    def resume(self, path: Path, saved: dict | None = None) -> None:
-        """Restore from last.pt at path; saved: its content when read_last already read it."""
-        self.load_state_dict(read_last(path) if saved is None else saved, path)
+    def resume(self, path: Path, saved: dict) -> None:
+        """Restore from saved, the content of last.pt at path as read_last returned it (read before the data)."""
+        self.load_state_dict(saved, path)
         p = self.progress
         log.info("resumed from %s at epoch %d batch %d (step %d)", path, p["epoch"], p["batch"], p["step"])
 

@@ -16,6 +16,13 @@ from fer.live import DEFAULT_SMOOTHING, check_int, track_faces
 from fer.tracking import IouTracker, ProbabilitySmoother, classification_due
 
 
+def check_settings(detect_every: int, classify_every: int, smoothing: str) -> ProbabilitySmoother:
+    """A stream's settings checked (a ValueError naming the bad one); returns the smoother the smoothing spec makes."""
+    check_int("detect_every", detect_every, 1)
+    check_int("classify_every", classify_every, 1)
+    return ProbabilitySmoother.from_spec(smoothing)
+
+
 class FaceStream:
     """Args:
         classifier: class_names, input_size, channels (1 when absent) and predict(uint8 faces) -> probs (N, K).
@@ -24,13 +31,11 @@ class FaceStream:
 
     def __init__(self, classifier, *, detect_every: int = 2, classify_every: int = 1, smoothing: str = DEFAULT_SMOOTHING,
                  motion: str = "hold", max_missed: int = 15, iou_threshold: float = 0.3):
-        check_int("detect_every", detect_every, 1)
-        check_int("classify_every", classify_every, 1)
+        self.smoother = check_settings(detect_every, classify_every, smoothing)
         self.classifier = classifier
         self.class_names = list(classifier.class_names)
         self.size, self.channels = int(classifier.input_size), int(getattr(classifier, "channels", 1))
         self.detect_every, self.classify_every = detect_every, classify_every
-        self.smoother = ProbabilitySmoother.from_spec(smoothing)
         self.tracker = IouTracker(iou_threshold=iou_threshold, max_missed=max_missed, motion=motion)
         self.last_face = {}  # track id -> Face of its last detection (fer.live.track_faces)
         self.frames = 0  # frames stepped so far

@@ -24,12 +24,10 @@ import torch
 import fer
 from fer.api import ExpressionRecognizer
 from fer.face.detect import FaceDetector
-from fer.live import check_int
 from fer.predict import classify_faces, face_record
 from fer.serve.batcher import Batcher
 from fer.serve.images import decode_image
-from fer.stream import FaceStream
-from fer.tracking import ProbabilitySmoother
+from fer.stream import FaceStream, check_settings
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +72,7 @@ class Engine:
                  batching: bool = True, batch_window_s: float = 0.0, max_batch: int = 64,
                  max_pixels: int = 40_000_000, detect_every: int = 2, classify_every: int = 1,
                  smoothing: str = "ema:0.3", set_threads: bool = True):
-        for name, value in (("detect_every", detect_every), ("classify_every", classify_every)):
-            check_int(name, value, 1)  # bad stream settings fail at start, not at the first WebSocket
-        ProbabilitySmoother.from_spec(smoothing)
+        check_settings(detect_every, classify_every, smoothing)  # before the model loads, not at the first WebSocket
         if set_threads:
             torch.set_num_threads(1)
             cv2.setNumThreads(1)
