@@ -2,7 +2,8 @@
 
 The only module that opens cameras and windows. `run_live` reads frames, runs the face detector on every
 `detect_every`-th frame (tracks carry the faces in between, see fer.tracking), classifies all faces of a frame
-in one batch, smooths each track's probabilities, and writes any of: a window, an annotated mp4, a JSONL file.
+in one batch, smooths each track's probabilities (that per-frame step is fer.stream.FaceStream's), and writes any of: a
+window, an annotated mp4, a JSONL file.
 
 Sources:
 - an int or a digit string: a camera index. A capture thread keeps only the newest frame, so a slow loop drops
@@ -22,7 +23,6 @@ JSONL: one object per processed frame: {"frame": 0-based index, "time": seconds,
 "track_id": int, "label": str, "probabilities": {class name: p}}]}; probabilities and label are the smoothed ones.
 """
 
-import dataclasses
 import json
 import logging
 import os
@@ -36,9 +36,8 @@ import cv2
 import numpy as np
 import torch
 
-from fer.face.align import align_face
 from fer.face.draw import draw_faces
-from fer.tracking import IouTracker, ProbabilitySmoother, Track, classification_due
+from fer.stream import DEFAULT_SMOOTHING, FaceStream, check_int
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +49,6 @@ KEYS_QUIT = (ord("q"), 27)  # q, Esc
 KEYS_PAUSE = (ord(" "), ord("p"))
 KEY_SNAPSHOT = ord("s")
 FPS_EMA_ALPHA = 0.1  # smoothing of the on-screen frame rate
-# Probability smoothing: ema:0.3 cuts the label flicker within a track sharply while still
-# following a real change within 2 frames (1 - 0.7^2 = 51 % of the new probabilities); figures: docs/speed.md, Live.
-DEFAULT_SMOOTHING = "ema:0.3"
 
 
 def display_available() -> bool:
@@ -60,13 +56,6 @@ def display_available() -> bool:
     if sys.platform.startswith("linux"):
         return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
     return True
-
-
-def check_int(name: str, value, minimum: int, optional: bool = False) -> None:
-    if optional and value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be {'None or ' if optional else ''}an int >= {minimum}, got {value!r}")
 
 
 def parse_source(source: int | str) -> int | str:
@@ -213,28 +202,6 @@ def handle_keys(window_name: str, image_bgr: np.ndarray, frame_index: int, snaps
         key = cv2.waitKey(50) & 0xFF
 
 
-def track_faces(image_bgr: np.ndarray, detect: bool, detector, tracker: IouTracker,
-                last_face: dict) -> tuple[list[Track], list]:
-    """Detect (or, between detections, predict) this frame's faces; returns visible tracks and their Faces by id.
-
-    last_face maps track id -> the Face of its last matched detection; predicted frames reuse its score and move its
-    landmarks with the box. Entries of expired tracks are dropped.
-    """
-    if detect:
-        detections = detector.detect(image_bgr)
-        tracks = tracker.update([f.box for f in detections], [f.landmarks for f in detections])
-        pairs = sorted(zip(tracks, detections), key=lambda pair: pair[0].track_id)  # the order predict() gives
-        tracks, faces = [t for t, _ in pairs], [f for _, f in pairs]
-        last_face.update((t.track_id, f) for t, f in pairs)
-    else:
-        tracks = tracker.predict()
-        faces = [dataclasses.replace(last_face[t.track_id], box=tuple(int(round(v)) for v in t.box),
-                                     landmarks=t.landmarks) for t in tracks]
-    for track_id in set(last_face) - tracker.track_ids:
-        del last_face[track_id]
-    return tracks, faces
-
-
 def open_writer(path: Path, fps: float, image_bgr: np.ndarray) -> cv2.VideoWriter:
     path.parent.mkdir(parents=True, exist_ok=True)
     height, width = image_bgr.shape[:2]
@@ -281,20 +248,15 @@ def run_live(source: int | str, classifier, detector, *, display: bool | None = 
     in STAGES), source_fps (the source's frame rate, 30 for a camera that reports none), stopped ("end",
     "max_frames", "quit" or "interrupted" by Ctrl+C).
     """
-    check_int("detect_every", detect_every, 1)
-    check_int("classify_every", classify_every, 1)
     check_int("max_frames", max_frames, 0, optional=True)
     check_int("num_threads", num_threads, 1, optional=True)
-    smoother = ProbabilitySmoother.from_spec(smoothing)
-    tracker = IouTracker(iou_threshold=iou_threshold, max_missed=max_missed, motion=motion)
+    stream = FaceStream(classifier, detect_every=detect_every, classify_every=classify_every, smoothing=smoothing,
+                        motion=motion, max_missed=max_missed, iou_threshold=iou_threshold)
     display = display_available() if display is None else bool(display)
-    class_names = list(classifier.class_names)
-    size, channels = int(classifier.input_size), int(getattr(classifier, "channels", 1))  # the checkpoint's input
 
     stage_s = dict.fromkeys(STAGES, 0.0)
     frames = faces_total = 0
     track_ids = set()
-    last_face = {}  # see track_faces
     fps = 0.0
     stopped = "end"
     with ExitStack() as stack:
@@ -332,24 +294,9 @@ def run_live(source: int | str, classifier, detector, *, display: bool | None = 
                     continue
                 stage_s["decode"] += t1 - t0
 
-                tracks, faces = track_faces(image_bgr, index % detect_every == 0, detector, tracker, last_face)
-                smoother.prune(tracker.track_ids)
+                frame = stream.step_frame(image_bgr, detector, index=index, stage_s=stage_s)  # detect, align, classify
                 t2 = time.perf_counter()
-
-                track_ids_now = [t.track_id for t in tracks]
-                due = classification_due(track_ids_now, index, classify_every, smoother)  # (N,) bool
-                if due.any():
-                    batch = np.stack([align_face(image_bgr, face, size, channels=channels)
-                                      for face, d in zip(faces, due) if d])  # (D, S, S[, 3]) uint8, D due faces
-                t3 = time.perf_counter()
-                probs = classifier.predict(batch) if due.any() else np.zeros((0, len(class_names)), np.float32)
-                t4 = time.perf_counter()
-
-                smoothed = smoother.update_frame(track_ids_now, due, probs)  # (N, K), also for N = 0
-                results = [{"box": [int(v) for v in face.box], "track_id": track.track_id,
-                            "label": class_names[int(np.argmax(p))],
-                            "probabilities": {name: round(float(q), 5) for name, q in zip(class_names, p)}}
-                           for track, face, p in zip(tracks, faces, smoothed)]
+                results = frame.rows()
                 frames += 1
                 faces_total += len(results)
                 track_ids.update(r["track_id"] for r in results)
@@ -358,11 +305,11 @@ def run_live(source: int | str, classifier, detector, *, display: bool | None = 
                     (1 - FPS_EMA_ALPHA) * fps + FPS_EMA_ALPHA / max(now - last, 1e-9))
                 last = now
                 if display or output is not None:
-                    image_bgr = draw_faces(image_bgr, faces, probs=smoothed if faces else None, class_names=class_names,
-                                           track_ids=track_ids_now, show_bars=True)
+                    image_bgr = draw_faces(image_bgr, frame.faces, probs=frame.smoothed if frame.faces else None,
+                                           class_names=stream.class_names, track_ids=frame.track_ids, show_bars=True)
                     cv2.putText(image_bgr, f"{fps:.1f} fps", (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 255, 255), 2,
                                 cv2.LINE_AA)
-                t5 = time.perf_counter()
+                t3 = time.perf_counter()
 
                 if jsonl_file is not None:
                     jsonl_file.write(json.dumps({"frame": index, "time": round(seconds, 4), "faces": results}) + "\n")
@@ -371,14 +318,14 @@ def run_live(source: int | str, classifier, detector, *, display: bool | None = 
                         writer = open_writer(Path(output), reader.fps, image_bgr)
                         stack.callback(writer.release)
                     writer.write(image_bgr)
-                t6 = time.perf_counter()
-                for stage, seconds_spent in zip(STAGES[1:], (t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5)):
-                    stage_s[stage] += seconds_spent
+                t4 = time.perf_counter()
+                stage_s["draw"] += t3 - t2
+                stage_s["write"] += t4 - t3
 
                 if display:
                     cv2.imshow(window_name, image_bgr)
                     quit_now = handle_keys(window_name, image_bgr, index, Path(snapshot_dir))
-                    stage_s["display"] += time.perf_counter() - t6  # includes time spent paused
+                    stage_s["display"] += time.perf_counter() - t4  # includes time spent paused
                     if quit_now:
                         stopped = "quit"
                         break
