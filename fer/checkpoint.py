@@ -117,9 +117,10 @@ def load_checkpoint(name_or_path: str | Path | None) -> dict:
     return checkpoint
 
 
-def load_model(name_or_path: str | Path | None) -> tuple[nn.Module, dict]:
-    """Rebuild the model from the checkpoint alone; returns (model in eval mode, checkpoint dict)."""
-    checkpoint = load_checkpoint(name_or_path)
+def load_model(name_or_path: str | Path | dict | None) -> tuple[nn.Module, dict]:
+    """Rebuild the model from the checkpoint alone; returns (model in eval mode, checkpoint dict). A dict is a
+    checkpoint load_checkpoint has already read (with its "path"), used as it is."""
+    checkpoint = name_or_path if isinstance(name_or_path, dict) else load_checkpoint(name_or_path)
     try:
         model = build_model(checkpoint["model_spec"])
         model.load_state_dict(checkpoint["state_dict"])

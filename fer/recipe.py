@@ -89,11 +89,13 @@ class Teacher:
     eval mode and run without gradients on the student's (augmented, possibly mixed) batch.
     """
 
-    def __init__(self, sources: list[str], class_names, image_size: int, channels: int = 1):
+    def __init__(self, sources: list[str], class_names, image_size: int, channels: int = 1,
+                 loaded: dict | None = None):
+        """loaded: checkpoints already read, by source (fer.warmstart.check_sources); the others are read here."""
         self.models, self.device = [], torch.device("cpu")
         self.provenance = []  # per teacher: {source, sha256, datasets}, recorded in the student's checkpoints
         for source in sources:
-            model, checkpoint = load_model(source)
+            model, checkpoint = load_model((loaded or {}).get(source, source))
             spec = checkpoint["model_spec"]
             if list(checkpoint["class_names"]) != list(class_names):
                 raise ConfigError(f"'train.teacher': {checkpoint['path']} predicts {list(checkpoint['class_names'])}, "

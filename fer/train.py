@@ -162,8 +162,8 @@ def run_training(cfg: Config, device: torch.device, data_root, resume: bool, pro
     t = cfg.train
     last_path = Path(t.out_dir) / "last.pt"
     saved = read_last(last_path) if resume else None  # a missing or damaged last.pt fails before any data is read
-    check_sources(t.init, t.teacher)  # so do bad train.init and train.teacher files
-    run = build_run(cfg, device, data_root)
+    loaded = check_sources(t.init, t.teacher)  # so do bad train.init and train.teacher files
+    run = build_run(cfg, device, data_root, loaded)
     if resume:
         run.state.resume(last_path, saved)
     state = run.state.progress
@@ -224,8 +224,10 @@ class Run:
         return self.model if self.ema is None else self.ema.module
 
 
-def build_run(cfg: Config, device: torch.device, data_root) -> Run:
-    """Data, model, loss, optimisers and schedule of cfg, in the order that makes a seed reproduce a run."""
+def build_run(cfg: Config, device: torch.device, data_root, loaded: dict | None = None) -> Run:
+    """Data, model, loss, optimisers and schedule of cfg, in the order that makes a seed reproduce a run. loaded: the
+    train.init / train.teacher checkpoints already read, by source (fer.warmstart.check_sources)."""
+    loaded = loaded or {}
     t = cfg.train
     precision = resolve_precision(t.precision, device)  # 'auto' -> bf16 where the hardware has it, else fp32
     if t.threads:
@@ -255,7 +257,8 @@ def build_run(cfg: Config, device: torch.device, data_root) -> Run:
     if (input_size, input_channels) != (cfg.data.image_size, cfg.data.channels):
         view = functools.partial(model_view, size=input_size, channels=input_channels)
     model = build_model(spec)
-    warm = warm_start(model, spec, list(train_faces.class_names), t.init, faces=train_faces) if t.init else None
+    warm = warm_start(model, spec, list(train_faces.class_names), t.init, faces=train_faces,
+                      checkpoint=loaded.get(t.init)) if t.init else None
     model = model.to(device)
     if t.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -270,7 +273,8 @@ def build_run(cfg: Config, device: torch.device, data_root) -> Run:
         if cfg.loss.name != "softmax":
             objective.centers.reduce_center_stats = distributed.all_reduce_sum  # delta rule on the global batch
     ema = recipe.make_ema(model, t.ema_decay)
-    teacher = recipe.Teacher(t.teacher, train_faces.class_names, cfg.data.image_size, cfg.data.channels) if t.teacher else None
+    teacher = (recipe.Teacher(t.teacher, train_faces.class_names, cfg.data.image_size, cfg.data.channels, loaded)
+               if t.teacher else None)
     optimizer = make_optimizer(cfg, model)
     scaler = grad_scaler(device, precision)  # fp16 only; otherwise a pass-through
     center_optimizer = None

@@ -34,23 +34,31 @@ BACKBONE_STATISTICS_FACES = 512  # training faces whose channel statistics re-pa
 LUMA_BGR = (0.114, 0.587, 0.299)  # cv2.COLOR_BGR2GRAY: Y = 0.299 R + 0.587 G + 0.114 B
 
 
-def check_sources(init: str, teachers: list[str]) -> None:
+def check_sources(init: str, teachers: list[str]) -> dict[str, dict]:
     """Read the checkpoints that train.init and train.teacher name (or the fetched backbone) before the run reads any
     data: a missing or damaged file is then a one-line error at once, not after the dataset (minutes with
     re-alignment) has been loaded. Whether they fit the run (architecture, classes, input) is checked where they are
-    used."""
+    used. Returns the checkpoints read, by the name or path given, for warm_start and recipe.Teacher to use instead of
+    reading them again (the backbone cache is read again where it is used)."""
     from fer.models.pretrained import face_resnet_state_dict
 
+    loaded = {}
     named = [("train.init", init)] if init else []
     for key, source in named + [("train.teacher", teacher) for teacher in teachers]:
         try:
-            face_resnet_state_dict() if source == BACKBONE and key == "train.init" else load_checkpoint(source)
+            if source == BACKBONE and key == "train.init":
+                face_resnet_state_dict()
+            elif source not in loaded:
+                loaded[source] = load_checkpoint(source)
         except (ValueError, FileNotFoundError) as error:
             raise ConfigError(f"'{key}': {error}") from None
+    return loaded
 
 
-def warm_start(model: nn.Module, spec: dict, class_names: list[str], source: str, faces=None) -> dict:
-    """Copy source's weights into model (built from spec for class_names); returns what was copied.
+def warm_start(model: nn.Module, spec: dict, class_names: list[str], source: str, faces=None,
+               checkpoint: dict | None = None) -> dict:
+    """Copy source's weights into model (built from spec for class_names); returns what was copied. checkpoint: the
+    source already read (check_sources), else it is read here.
 
     Returns {'source': path, 'sha256': of the file, 'datasets': lineage(source), 'classes_copied': [...],
     'classes_new': [...]}. Raises ConfigError naming 'train.init' when the architectures differ or no class is shared.
@@ -59,7 +67,7 @@ def warm_start(model: nn.Module, spec: dict, class_names: list[str], source: str
     """
     if source == BACKBONE:
         return backbone_start(model, spec, faces)
-    trained, checkpoint = load_model(source)
+    trained, checkpoint = load_model(checkpoint or source)
     theirs = checkpoint["model_spec"]
     differ = [key for key in ARCHITECTURE if theirs.get(key) != spec[key]]
     if differ:

@@ -126,6 +126,25 @@ def test_a_bad_init_or_teacher_checkpoint_is_a_one_line_error_before_any_data_is
     assert not (tmp_path / "run").exists(), "nothing written"
 
 
+def test_init_and_teacher_checkpoints_are_read_once(tmp_path, data_root, monkeypatch):
+    """check_sources reads them before the data and hands them on: warm_start and the Teacher read no file again."""
+    reads = []
+    real_load = torch.load
+
+    def counting_load(f, *args, **kwargs):
+        reads.append(str(f))
+        return real_load(f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", counting_load)
+    architecture = load_checkpoint("fer2013")["model_spec"]["name"]
+    reads.clear()
+    cfg = load_config(TINY, [f"train.out_dir={tmp_path / 'run'}", *RESNET, f"model.name={architecture}",
+                             "data.max_per_class=5", "train.init=fer2013", "train.teacher=[fer2013]"])
+    result = train(cfg, data_root=data_root, progress=False)
+    assert sum(path.endswith("fer2013.pt") for path in reads) == 1, reads
+    assert load_checkpoint(result["last"])["warm_start"]["source"].endswith("fer2013.pt")
+
+
 def test_evaluate_flags_the_carve_a_warm_start_was_selected_on(tmp_path, data_root):
     """A model fine-tuned on FER2013 from weights selected on the RAF-DB carve: that carve is flagged as optimistic."""
     from fer.config import DataConfig
