@@ -341,6 +341,9 @@ def add_calibrate(sub):
                    "fer2013/ferplus, val for rafdb/folder; the default); test splits are refused")
     p.add_argument("--data", help="where the dataset lives (default: its folder under the data root)")
     p.add_argument("--data-root", help="data root (default: env FER_DATA, else ./data)")
+    p.add_argument("--objective", choices=("top_label", "nll"), default="top_label",
+                   help="what the temperature minimises: the top label's log loss (default; the probability predict "
+                        "shows) or the multiclass negative log-likelihood")
     p.add_argument("--out", required=True, help="checkpoint file to write (may be the input file itself)")
     p.set_defaults(handler=cmd_calibrate)
 
@@ -348,7 +351,8 @@ def add_calibrate(sub):
 def cmd_calibrate(args) -> int:
     from fer.calibration import calibrate_checkpoint
 
-    record = calibrate_checkpoint(args.checkpoint, args.out, args.dataset, args.split, args.data_root, args.data)
+    record = calibrate_checkpoint(args.checkpoint, args.out, args.dataset, args.split, args.data_root, args.data,
+                                  args.objective)
     print(json.dumps({k: v for k, v in record.items() if k != "reliability_after"}))
     print(f"written: {args.out}")
     return 0

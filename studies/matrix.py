@@ -87,8 +87,11 @@ def card_calibration(checkpoint: dict) -> dict | None:
     calibration = checkpoint.get("calibration")
     if not calibration:
         return None
-    return {key: calibration.get(key) for key in ("temperature", "fitted_on", "n", "ece_before", "ece_after",
-                                                  "nll_before", "nll_after", "bins")}
+    return {key: calibration.get(key) for key in ("temperature", "objective", "fitted_on", "n", "ece_before",
+                                                  "ece_after", "nll_before", "nll_after", "bins")}
+
+
+TIMING_KEYS = ("ms_per_face", "faces_per_s_batch64", "timing")  # a card's speed fields (model_card)
 
 
 def model_card(model: str, threads: int = 1, repeats: int = 50) -> dict:
@@ -230,15 +233,17 @@ def markdown(cells: list[dict], cards: list[dict]) -> str:
                      f"{card['ms_per_face']:.2f} ({_threads(card['timing']['torch_threads'])}) | "
                      f"{card['faces_per_s_batch64']:,} |")
     lines += ["", "Calibration (fer/calibration.py, `run.py calibrate`): the temperature T of probs = "
-              "softmax(logits / T), fitted by NLL on the model's selection split (never a test split); expected "
+              "softmax(logits / T), fitted on the model's selection split (never a test split) by the objective named "
+              "(top label: the top label's log loss; nll: the multiclass NLL; fer/calibration.py); expected "
               "calibration error, top label, 15 equal-width bins, on that split before and after:", "",
-              "| model | temperature | fitted on | n | ECE before | ECE after | NLL before | NLL after |",
-              "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
+              "| model | temperature | objective | fitted on | n | ECE before | ECE after | NLL before | NLL after |",
+              "| --- | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: |"]
     for card in sorted(cards, key=lambda c: c["model"]):
         cal = card.get("calibration")
-        lines.append(f"| `{card['model']}` | " + (f"{cal['temperature']:.3f} | {cal['fitted_on']} | {cal['n']:,} | "
+        lines.append(f"| `{card['model']}` | " + (f"{cal['temperature']:.3f} | {cal.get('objective') or 'nll'} | "
+                     f"{cal['fitted_on']} | {cal['n']:,} | "
                      f"{_pct(cal['ece_before'])} | {_pct(cal['ece_after'])} | {cal['nll_before']:.3f} | "
-                     f"{cal['nll_after']:.3f} |" if cal else "1 (not calibrated) | – | – | – | – | – | – |"))
+                     f"{cal['nll_after']:.3f} |" if cal else "1 (not calibrated) | – | – | – | – | – | – | – |"))
     lines += ["", END]
     return "\n".join(lines)
 
@@ -293,6 +298,8 @@ def main() -> None:
     part = parser.add_mutually_exclusive_group()  # accuracy runs anywhere; the cards' speed wants an idle machine
     part.add_argument("--cells-only", action="store_true", help="evaluate the cells, leave the cards as they are")
     part.add_argument("--cards-only", action="store_true", help="rewrite only the cards (speed: run on an idle machine)")
+    parser.add_argument("--keep-timing", action="store_true", help="rewrite the cards but keep their recorded speed "
+                        "(after a change that leaves the weights alone, such as a new temperature, on another machine)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if not args.table_only:
@@ -304,7 +311,11 @@ def main() -> None:
                     print(f"{model} {column} tta {tta}: accuracy {record['accuracy']:.4f} over {record['n_samples']}",
                           flush=True)
             if not args.cells_only:
-                write_json(model_card(model, args.threads), args.root / model / "card.json")
+                card_path = args.root / model / "card.json"
+                card = model_card(model, args.threads, repeats=1 if args.keep_timing else 50)
+                if args.keep_timing:
+                    card.update({key: json.loads(card_path.read_text())[key] for key in TIMING_KEYS})
+                write_json(card, card_path)
     records = collect(args.root)
     if args.root.resolve() == RECORDS.resolve():
         update_page(PAGE, markdown(*records))

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from fer.backends import load_classifier
-from fer.calibration import (ECE_BINS, expected_calibration_error,
-                             fit_temperature, nll, read_selection_faces, reliability, selection_logits, softmax,
-                             temperature_of)
+from fer.calibration import (DEFAULT_OBJECTIVE, ECE_BINS, OBJECTIVES, expected_calibration_error, fit_temperature,
+                             nll, read_selection_faces, reliability, selection_logits, softmax, temperature_of,
+                             top_label_nll)
 from fer.checkpoint import atomic_save, load_checkpoint, shipped_models
 from fer.cli import main
 from fer.data import registry
@@ -33,12 +33,30 @@ def synthetic(n: int, k: int = 7, seed: int = 0) -> tuple[np.ndarray, np.ndarray
     return logits, labels
 
 
-def test_fit_recovers_a_known_temperature():
+@pytest.mark.parametrize("objective", OBJECTIVES)
+def test_fit_recovers_a_known_temperature(objective):
     logits, labels = synthetic(40_000)
+    loss = {"nll": nll, "top_label": top_label_nll}[objective]
     for true_t in (0.5, 2.5, 6.0):
-        fitted = fit_temperature(logits * true_t, labels)  # logits scaled by T: over-confident for T > 1
+        fitted = fit_temperature(logits * true_t, labels, objective)  # logits scaled by T: over-confident for T > 1
         assert fitted == pytest.approx(true_t, rel=0.03), (true_t, fitted)
-        assert nll(logits * true_t, labels, fitted) < nll(logits * true_t, labels)
+        assert loss(logits * true_t, labels, fitted) < loss(logits * true_t, labels)
+
+
+def test_top_label_log_loss_by_hand():
+    logits = np.log(np.array([[0.7, 0.2, 0.1], [0.6, 0.3, 0.1]]))  # top label 0 twice: right, then wrong
+    labels = np.array([0, 1])
+    assert top_label_nll(logits, labels) == pytest.approx(-(np.log(0.7) + np.log(1 - 0.6)) / 2)
+    # T = 2: p = softmax(log p / 2) = sqrt(p) normalised
+    top = [np.sqrt(0.7) / np.sqrt([0.7, 0.2, 0.1]).sum(), np.sqrt(0.6) / np.sqrt([0.6, 0.3, 0.1]).sum()]
+    assert top_label_nll(logits, labels, 2.0) == pytest.approx(-(np.log(top[0]) + np.log(1 - top[1])) / 2)
+
+
+def test_unknown_objective_is_refused_by_name(tmp_path):
+    with pytest.raises(ValueError, match="calibration objective must be one of top_label, nll, got 'ece'"):
+        fit_temperature(np.zeros((2, 3)), np.array([0, 1]), "ece")
+    with pytest.raises(SystemExit):  # argparse: invalid choice
+        main(["calibrate", "fer2013", "--objective", "ece", "--out", str(tmp_path / "x.pt")])
 
 
 def test_ece_is_near_zero_when_calibrated_and_large_when_over_confident():
@@ -78,6 +96,7 @@ def test_shipped_models_are_calibrated_on_their_selection_split(name):
     for part in calibration["fitted_on"].split(" + "):
         dataset, split = part.split(" ")[0].split("/")
         assert split == registry.get(dataset).selection_split, f"{name}: fitted on {part}, not a selection split"
+    assert calibration["objective"] == DEFAULT_OBJECTIVE
     assert calibration["ece_after"] < calibration["ece_before"] and calibration["nll_after"] < calibration["nll_before"]
     assert Classifier.load(name).temperature == calibration["temperature"] > 1  # the cosine head is over-confident
 
@@ -187,3 +206,25 @@ def test_evaluate_reports_the_calibrated_ece_of_the_split(data_root, tmp_path):
     assert report["calibration"]["temperature"] == stored["temperature"]
     assert report["calibration"]["ece"] == pytest.approx(stored["ece_after"], abs=1e-4)
     assert "ECE, top label, 15 bins" in (tmp_path / "report.md").read_text()
+
+
+def test_the_objective_study_page_is_rebuilt_from_its_records():
+    from studies import calibration as study
+    from studies.matrix import PAGE, section
+
+    records = study.collect()
+    assert {r["model"] for r in records} == set(shipped_models()), "python studies/calibration.py --models ..."
+    assert section(PAGE.read_text(), study.START, study.END) == study.markdown(records), \
+        "docs/models-and-matrix.md calibration-objective section is stale: python studies/calibration.py --table-only"
+
+
+def test_held_out_ece_is_small_for_calibrated_logits_and_large_for_a_wrong_temperature():
+    """The study's held-out check on logits calibrated by construction: either objective's T, fitted on one half,
+    leaves the other half's ECE near the sampling floor; T forced to 1/3 of the truth does not."""
+    from studies.calibration import held_out_ece
+
+    logits, labels = synthetic(6000, seed=3)
+    for objective in OBJECTIVES:
+        values = held_out_ece(logits * 3.0, labels, objective, repeats=2)
+        assert len(values) == 4 and max(values) < 0.03, (objective, values)
+    assert expected_calibration_error(softmax(logits * 3.0), labels) > 0.15
