@@ -10,7 +10,7 @@ rarely). Two objectives (OBJECTIVES):
 - "nll": the multiclass negative log-likelihood (Guo et al.), which also weighs the runner-up classes' probabilities.
 On the cosine heads shipped here the NLL fit leaves the top label over-confident in the middle and under-confident at
 the top. With the top-label fit ECE on held-out halves of the selection splits is 1.1-1.4 points lower for `default`
-and `fer2013` and 0.1-0.3 points higher, within one standard deviation, for `ferplus` and `rafdb`
+and `fer2013` (on all 40 halves) and level for `ferplus` and `rafdb` (+0.1 / +0.3, lower on about half the halves)
 (docs/models-and-matrix.md, "Calibration: which objective fits the temperature"; `python studies/calibration.py`).
 Calibration is measured by the expected calibration error (ECE): top-label confidence in 15 equal-width bins,
 sum over bins of |bin| / N * |accuracy(bin) - confidence(bin)| (the same paper's definition and bin count).

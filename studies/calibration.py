@@ -53,15 +53,20 @@ def held_out_ece(logits: np.ndarray, labels: np.ndarray, objective: str, repeats
     return values
 
 
-def compare(logits: np.ndarray, labels: np.ndarray, repeats: int = REPEATS) -> dict:
-    """Per objective: the whole-split fit and the held-out ECE's mean and standard deviation."""
-    results = {}
+def compare(logits: np.ndarray, labels: np.ndarray, repeats: int = REPEATS) -> tuple[dict, dict]:
+    """Per objective: the whole-split fit and the held-out ECE's mean and standard deviation; and the paired
+    comparison (the same halves judge both objectives): top_label minus nll per held-out half."""
+    results, values = {}, {}
     for objective in OBJECTIVES:
-        values = held_out_ece(logits, labels, objective, repeats)
+        values[objective] = np.array(held_out_ece(logits, labels, objective, repeats))  # same seed: same halves
         results[objective] = {**fit_and_measure(logits, labels, objective),
-                              "held_out_ece_mean": round(float(np.mean(values)), 6),
-                              "held_out_ece_std": round(float(np.std(values)), 6), "held_out_n": len(values)}
-    return results
+                              "held_out_ece_mean": round(float(values[objective].mean()), 6),
+                              "held_out_ece_std": round(float(values[objective].std()), 6),
+                              "held_out_n": len(values[objective])}
+    difference = values["top_label"] - values["nll"]
+    paired = {"mean": round(float(difference.mean()), 6), "std": round(float(difference.std()), 6),
+              "top_label_lower": int((difference < 0).sum()), "n": len(difference)}
+    return results, paired
 
 
 def model_record(model: str, data_root=None) -> dict:
@@ -78,11 +83,13 @@ def model_record(model: str, data_root=None) -> dict:
         labels.append(faces.labels)
         names.append(text)
     logits, labels = np.concatenate(logits), np.concatenate(labels)
+    objectives, paired = compare(logits, labels)
     return {"model": model, "fitted_on": " + ".join(names), "n": int(len(labels)),
             "accuracy": round(float(np.mean(logits.argmax(axis=1) == labels)), 6),
             "ece_uncalibrated": round(expected_calibration_error(softmax(logits), labels), 6),
             "shipped_objective": DEFAULT_OBJECTIVE, "repeats": REPEATS, "seed": SEED,
-            "objectives": compare(logits, labels), "command": "python studies/calibration.py"}
+            "objectives": objectives, "paired_held_out_difference": paired,
+            "command": "python studies/calibration.py"}
 
 
 def collect(root: Path = RECORDS) -> list[dict]:
@@ -103,6 +110,13 @@ def markdown(records: list[dict]) -> str:
                          f"{100 * result['ece']:.2f} % | {100 * result['held_out_ece_mean']:.2f} ± "
                          f"{100 * result['held_out_ece_std']:.2f} % | {result['nll']:.4f} | "
                          f"{result['top_label_nll']:.4f} |")
+    lines += ["", "Paired on the same held-out halves (top_label minus nll, in ECE points):", "",
+              "| model | mean difference | standard deviation | halves where top_label is lower |",
+              "| --- | ---: | ---: | ---: |"]
+    for record in records:
+        paired = record["paired_held_out_difference"]
+        lines.append(f"| `{record['model']}` | {100 * paired['mean']:+.2f} | {100 * paired['std']:.2f} | "
+                     f"{paired['top_label_lower']} of {paired['n']} |")
     lines += ["", END]
     return "\n".join(lines)
 

@@ -221,10 +221,13 @@ def test_the_objective_study_page_is_rebuilt_from_its_records():
 def test_held_out_ece_is_small_for_calibrated_logits_and_large_for_a_wrong_temperature():
     """The study's held-out check on logits calibrated by construction: either objective's T, fitted on one half,
     leaves the other half's ECE near the sampling floor; T forced to 1/3 of the truth does not."""
-    from studies.calibration import held_out_ece
+    from studies.calibration import compare, held_out_ece
 
     logits, labels = synthetic(6000, seed=3)
     for objective in OBJECTIVES:
         values = held_out_ece(logits * 3.0, labels, objective, repeats=2)
         assert len(values) == 4 and max(values) < 0.03, (objective, values)
     assert expected_calibration_error(softmax(logits * 3.0), labels) > 0.15
+    results, paired = compare(logits * 3.0, labels, repeats=2)  # both objectives recover T = 3: no real difference
+    assert paired["n"] == 4 and abs(paired["mean"]) < 0.01, paired
+    assert all(r["temperature"] == pytest.approx(3.0, rel=0.05) for r in results.values()), results
