@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from fer.live import DEFAULT_SMOOTHING, VideoFileReader
-from fer.stream import FaceStream
+from fer.live import VideoFileReader
+from fer.stream import DEFAULT_SMOOTHING, FaceStream
 
 log = logging.getLogger(__name__)
 
