@@ -92,7 +92,12 @@ def top_label_nll(logits: np.ndarray, labels: np.ndarray, temperature: float = 1
     return float(-np.mean(np.where(right, log_top, log_rest)))
 
 
-OBJECTIVE_FUNCTIONS = {"top_label": top_label_nll, "nll": nll}
+OBJECTIVE_FUNCTIONS = {"top_label": top_label_nll, "nll": nll}  # keys in the order of OBJECTIVES
+
+
+def check_objective(objective: str) -> None:
+    if objective not in OBJECTIVES:
+        raise ValueError(f"calibration objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
 
 
 def fit_temperature(logits: np.ndarray, labels: np.ndarray, objective: str = DEFAULT_OBJECTIVE,
@@ -103,8 +108,7 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray, objective: str = DEF
     to tol. NLL is convex in 1/T (a log-sum-exp of linear functions minus a linear one); the top-label loss need not
     be, which is why the scan comes first. tol: the final bracket's width in log T.
     """
-    if objective not in OBJECTIVE_FUNCTIONS:
-        raise ValueError(f"calibration objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
+    check_objective(objective)
     loss = OBJECTIVE_FUNCTIONS[objective]
     logits, labels = _check(logits, labels, "fit_temperature")
     grid = np.linspace(math.log(bounds[0]), math.log(bounds[1]), T_GRID)
@@ -252,19 +256,11 @@ def selection_logits(classifier, faces: np.ndarray, batch_size: int = 256) -> np
     return torch.cat(chunks).double().numpy() if chunks else np.zeros((0, len(classifier.class_names)))
 
 
-def calibrate_checkpoint(checkpoint, out: str | Path, datasets=None, splits=None, data_root=None,
-                         data_path=None, objective: str = DEFAULT_OBJECTIVE) -> dict:
-    """Fit the temperature of a checkpoint (a shipped name or a path) on its selection split and write the checkpoint
-    with the `calibration` key to out (may be the same file). datasets None: the model's own selection sources (each
-    source of a mixed model: the union of their selection splits); splits None: each dataset's selection split, else
-    one split per dataset, in order (only selection splits are accepted); objective: one of OBJECTIVES. Returns the
-    calibration record."""
-    from fer.checkpoint import atomic_save, load_checkpoint
-    from fer.inference import Classifier
-
-    if objective not in OBJECTIVES:  # before minutes of reading faces
-        raise ValueError(f"calibration objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
-    classifier = Classifier.load(checkpoint)
+def read_selection_logits(classifier, datasets=None, splits=None, data_root=None,
+                          data_path=None) -> tuple[np.ndarray, np.ndarray, str, dict]:
+    """The classifier's uncalibrated logits (N, K) and labels (N,) on its selection split (datasets and splits as
+    calibrate_checkpoint takes them: each source's selection split by default, the union for a mixed model), with the
+    split's description ("dataset/split", joined by " + ") and the samples left out, counted by reason."""
     datasets = list(datasets or selection_sources(classifier.checkpoint))
     splits = list(splits or [registry.get(dataset).selection_split for dataset in datasets])
     if len(splits) != len(datasets):
@@ -280,7 +276,23 @@ def calibrate_checkpoint(checkpoint, out: str | Path, datasets=None, splits=None
             left_out[f"{dataset}:no_face"] = no_face
     logits = np.concatenate([selection_logits(classifier, f.images) for f in faces_parts])
     labels = np.concatenate([f.labels for f in faces_parts])
-    record = {**calibration_record(logits, labels, " + ".join(names), objective), "left_out": left_out}
+    return logits, labels, " + ".join(names), left_out
+
+
+def calibrate_checkpoint(checkpoint, out: str | Path, datasets=None, splits=None, data_root=None,
+                         data_path=None, objective: str = DEFAULT_OBJECTIVE) -> dict:
+    """Fit the temperature of a checkpoint (a shipped name or a path) on its selection split and write the checkpoint
+    with the `calibration` key to out (may be the same file). datasets None: the model's own selection sources (each
+    source of a mixed model: the union of their selection splits); splits None: each dataset's selection split, else
+    one split per dataset, in order (only selection splits are accepted); objective: one of OBJECTIVES. Returns the
+    calibration record."""
+    from fer.checkpoint import atomic_save, load_checkpoint
+    from fer.inference import Classifier
+
+    check_objective(objective)  # before minutes of reading faces
+    classifier = Classifier.load(checkpoint)
+    logits, labels, fitted_on, left_out = read_selection_logits(classifier, datasets, splits, data_root, data_path)
+    record = {**calibration_record(logits, labels, fitted_on, objective), "left_out": left_out}
     stored = load_checkpoint(checkpoint)
     source = stored.pop("path")
     stored["calibration"] = record

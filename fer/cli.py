@@ -341,7 +341,7 @@ def add_calibrate(sub):
                    "fer2013/ferplus, val for rafdb/folder; the default); test splits are refused")
     p.add_argument("--data", help="where the dataset lives (default: its folder under the data root)")
     p.add_argument("--data-root", help="data root (default: env FER_DATA, else ./data)")
-    p.add_argument("--objective", choices=("top_label", "nll"), default="top_label",
+    p.add_argument("--objective", choices=("top_label", "nll"), default="top_label",  # fer.calibration.OBJECTIVES
                    help="what the temperature minimises: the top label's log loss (default; the probability predict "
                         "shows) or the multiclass negative log-likelihood")
     p.add_argument("--out", required=True, help="checkpoint file to write (may be the input file itself)")

@@ -71,20 +71,12 @@ def compare(logits: np.ndarray, labels: np.ndarray, repeats: int = REPEATS) -> t
 
 def model_record(model: str, data_root=None) -> dict:
     """The comparison for one shipped model on its selection split (all its sources together)."""
-    from fer.calibration import read_selection_faces, selection_logits, selection_sources
-    from fer.data import registry
+    from fer.calibration import read_selection_logits
     from fer.inference import Classifier
 
-    classifier = Classifier.load(model)
-    logits, labels, names = [], [], []
-    for dataset in selection_sources(classifier.checkpoint):
-        faces, text, _ = read_selection_faces(classifier, dataset, registry.get(dataset).selection_split, data_root)
-        logits.append(selection_logits(classifier, faces.images))
-        labels.append(faces.labels)
-        names.append(text)
-    logits, labels = np.concatenate(logits), np.concatenate(labels)
+    logits, labels, fitted_on, _ = read_selection_logits(Classifier.load(model), data_root=data_root)
     objectives, paired = compare(logits, labels)
-    return {"model": model, "fitted_on": " + ".join(names), "n": int(len(labels)),
+    return {"model": model, "fitted_on": fitted_on, "n": int(len(labels)),
             "accuracy": round(float(np.mean(logits.argmax(axis=1) == labels)), 6),
             "ece_uncalibrated": round(expected_calibration_error(softmax(logits), labels), 6),
             "shipped_objective": DEFAULT_OBJECTIVE, "repeats": REPEATS, "seed": SEED,

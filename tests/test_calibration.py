@@ -57,6 +57,12 @@ def test_unknown_objective_is_refused_by_name(tmp_path):
         fit_temperature(np.zeros((2, 3)), np.array([0, 1]), "ece")
     with pytest.raises(SystemExit):  # argparse: invalid choice
         main(["calibrate", "fer2013", "--objective", "ece", "--out", str(tmp_path / "x.pt")])
+    from fer.cli import build_parser  # the CLI spells the objectives out (no torch import to build it): same list
+
+    args = build_parser().parse_args(["calibrate", "fer2013", "--out", "x.pt"])
+    assert args.objective == DEFAULT_OBJECTIVE
+    for objective in OBJECTIVES:
+        assert build_parser().parse_args(["calibrate", "x", "--objective", objective, "--out", "x.pt"]).objective == objective
 
 
 def test_ece_is_near_zero_when_calibrated_and_large_when_over_confident():
