@@ -38,16 +38,19 @@ def check_sources(init: str, teachers: list[str]) -> dict[str, dict]:
     """Read the checkpoints that train.init and train.teacher name (or the fetched backbone) before the run reads any
     data: a missing or damaged file is then a one-line error at once, not after the dataset (minutes with
     re-alignment) has been loaded. Whether they fit the run (architecture, classes, input) is checked where they are
-    used. Returns the checkpoints read, by the name or path given, for warm_start and recipe.Teacher to use instead of
-    reading them again (the backbone cache is read again where it is used)."""
+    used. Returns what was read, by the name or path given (the backbone: its weights), for warm_start and
+    recipe.Teacher to use instead of reading the files again."""
     from fer.models.pretrained import face_resnet_state_dict
 
+    if BACKBONE in teachers:
+        raise ConfigError(f"'train.teacher': {BACKBONE} is the face-recognition backbone, not a trained expression "
+                          "model: name it in train.init, and a trained checkpoint as the teacher")
     loaded = {}
     named = [("train.init", init)] if init else []
     for key, source in named + [("train.teacher", teacher) for teacher in teachers]:
         try:
-            if source == BACKBONE and key == "train.init":
-                face_resnet_state_dict()
+            if source == BACKBONE:
+                loaded[source] = face_resnet_state_dict()
             elif source not in loaded:
                 loaded[source] = load_checkpoint(source)
         except (ValueError, FileNotFoundError) as error:
@@ -58,7 +61,7 @@ def check_sources(init: str, teachers: list[str]) -> dict[str, dict]:
 def warm_start(model: nn.Module, spec: dict, class_names: list[str], source: str, faces=None,
                checkpoint: dict | None = None) -> dict:
     """Copy source's weights into model (built from spec for class_names); returns what was copied. checkpoint: the
-    source already read (check_sources), else it is read here.
+    source already read (check_sources; for BACKBONE its weights), else it is read here.
 
     Returns {'source': path, 'sha256': of the file, 'datasets': lineage(source), 'classes_copied': [...],
     'classes_new': [...]}. Raises ConfigError naming 'train.init' when the architectures differ or no class is shared.
@@ -66,7 +69,7 @@ def warm_start(model: nn.Module, spec: dict, class_names: list[str], source: str
     statistics.
     """
     if source == BACKBONE:
-        return backbone_start(model, spec, faces)
+        return backbone_start(model, spec, faces, checkpoint)
     trained, checkpoint = load_model(checkpoint or source)
     theirs = checkpoint["model_spec"]
     differ = [key for key in ARCHITECTURE if theirs.get(key) != spec[key]]
@@ -98,7 +101,7 @@ def warm_start(model: nn.Module, spec: dict, class_names: list[str], source: str
     return report
 
 
-def backbone_start(model: nn.Module, spec: dict, faces) -> dict:
+def backbone_start(model: nn.Module, spec: dict, faces, cached: dict | None = None) -> dict:
     from fer.data.transforms import to_tensor
     from fer.models.face_resnet_init import init_from_backbone
 
@@ -109,7 +112,7 @@ def backbone_start(model: nn.Module, spec: dict, faces) -> dict:
         pick = np.random.default_rng(0).permutation(len(faces))[:BACKBONE_STATISTICS_FACES]
         x = to_tensor(faces.images[np.sort(pick)])
     try:
-        report = init_from_backbone(model, x)
+        report = init_from_backbone(model, x, cached)
     except FileNotFoundError as error:
         raise ConfigError(f"'train.init': {error}") from None
     log.info("train.init: face_resnet from dlib's face-recognition weights; %d batch norms re-parametrised on %d "

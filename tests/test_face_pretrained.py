@@ -58,11 +58,14 @@ def tiny_config(tmp_path, model="face_resnet", extra=()):
     return load_config(REPO / "configs" / "rafdb_face_resnet.yaml", overrides)
 
 
-def test_train_init_face_resnet_dlib_trains_from_the_backbone(backbone_weights, data_root, tmp_path):
+def test_train_init_face_resnet_dlib_trains_from_the_backbone(backbone_weights, data_root, tmp_path, monkeypatch):
     from fer.train import train
 
+    reads, real_load = [], torch.load
+    monkeypatch.setattr(torch, "load", lambda f, *args, **kwargs: reads.append(str(f)) or real_load(f, *args, **kwargs))
     cfg = tiny_config(tmp_path)
     train(cfg, data_root=data_root)
+    assert reads.count(str(backbone_weights)) == 1, "the backbone cache is read once: checked first, then used"
     model, checkpoint = load_model(tmp_path / "run" / "best.pt")
     warm = checkpoint["warm_start"]
     n_train = json.loads((tmp_path / "run" / "data.json").read_text())["train"]["n"]
@@ -78,6 +81,13 @@ def test_train_init_face_resnet_dlib_names_the_model_it_needs(backbone_weights, 
 
     with pytest.raises(ConfigError, match="face_resnet_dlib starts the face_resnet model only"):
         train(tiny_config(tmp_path, model="resnet_small", extra=["data.image_size=64"]), data_root=data_root)
+
+
+def test_the_backbone_is_no_teacher(tmp_path):
+    from fer.train import train
+
+    with pytest.raises(ConfigError, match="'train.teacher': face_resnet_dlib is the face-recognition backbone"):
+        train(tiny_config(tmp_path, extra=["train.teacher=[face_resnet_dlib]"]), data_root=tmp_path / "no_data_here")
 
 
 def test_missing_backbone_cache_says_how_to_fetch_it(data_root, tmp_path, monkeypatch):

@@ -49,14 +49,15 @@ def reparametrise_batchnorm(model: nn.Module, x: torch.Tensor, batch_size: int =
     return len(layers)
 
 
-def init_from_backbone(model: nn.Module, x: torch.Tensor | None = None) -> dict:
+def init_from_backbone(model: nn.Module, x: torch.Tensor | None = None, cached: dict | None = None) -> dict:
     """Load the converted dlib weights into a face_resnet (all but its head), then re-parametrise its batch norms on
-    x, normalised training faces (B, C, S, S) (None: keep dlib's folded statistics). Returns the run's provenance."""
+    x, normalised training faces (B, C, S, S) (None: keep dlib's folded statistics). cached: the weights already read
+    (face_resnet_state_dict()), else the cache is read here. Returns the run's provenance."""
     from fer.models.pretrained import CACHE_NAME, face_resnet_state_dict
 
     in_channels = model.stem[0].in_channels  # a gray model takes the first conv summed over B, G and R
     try:
-        missing, unexpected = model.load_state_dict(face_resnet_state_dict(in_channels), strict=False)
+        missing, unexpected = model.load_state_dict(face_resnet_state_dict(in_channels, cached), strict=False)
     except RuntimeError as error:  # shapes differ: not a face_resnet
         first = next((line.strip() for line in str(error).splitlines()[1:] if line.strip()), str(error))
         raise ValueError(f"face_resnet: the backbone's weights do not fit the model ({first})") from None

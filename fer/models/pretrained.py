@@ -103,11 +103,19 @@ def fetch_face_resnet(sdist: Path | None = None) -> Path:
     return destination
 
 
-def face_resnet_state_dict(in_channels: int = 3) -> dict[str, torch.Tensor]:
+def face_resnet_state_dict(in_channels: int = 3, cached: dict | None = None) -> dict[str, torch.Tensor]:
     """The cached FaceResNet weights without head.* (load with strict=False). in_channels=1: the first conv's BGR
-    weights summed, exact for gray faces. FileNotFoundError with the fetch command when the cache is missing."""
+    weights summed, exact for gray faces. cached: the colour weights already read by this function (so a training run
+    reads the ~22 MB cache once). FileNotFoundError with the fetch command when the cache is missing."""
     if in_channels not in (1, 3):
         raise ValueError(f"in_channels must be 1 (gray) or 3 (BGR colour), got {in_channels!r}")
+    state_dict = dict(cached) if cached is not None else read_cache()
+    if in_channels == 1:
+        state_dict["stem.0.weight"] = state_dict["stem.0.weight"].sum(dim=1, keepdim=True)
+    return state_dict
+
+
+def read_cache() -> dict[str, torch.Tensor]:
     path = cache_path()
     if not path.is_file():
         raise FileNotFoundError(f"{path}: face-recognition backbone weights not fetched yet; run `{FETCH_COMMAND}` "
@@ -119,6 +127,4 @@ def face_resnet_state_dict(in_channels: int = 3) -> dict[str, torch.Tensor]:
             OSError) as error:
         raise ValueError(f"{path}: unreadable backbone cache ({type(error).__name__}); delete it and run "
                          f"`{FETCH_COMMAND}` again") from None
-    if in_channels == 1:
-        state_dict["stem.0.weight"] = state_dict["stem.0.weight"].sum(dim=1, keepdim=True)
     return state_dict
