@@ -94,6 +94,21 @@ def card_calibration(checkpoint: dict) -> dict | None:
 TIMING_KEYS = ("ms_per_face", "faces_per_s_batch64", "timing")  # a card's speed fields (model_card)
 
 
+def timing_problems(root: Path, models: list[str]) -> list[str]:
+    """Why --keep-timing cannot keep a model's recorded speed: no card yet, or a card that timed another architecture
+    or input (speed does not depend on the weights or the temperature, but does on the model's shape)."""
+    from fer.checkpoint import load_checkpoint
+
+    problems = []
+    for model in models:
+        path = root / model / "card.json"
+        if not path.is_file():
+            problems.append(f"{path}: no card to keep the speed of")
+        elif json.loads(path.read_text()).get("model_spec") != load_checkpoint(model)["model_spec"]:
+            problems.append(f"{path}: timed another model than {model} is now")
+    return problems
+
+
 def model_card(model: str, threads: int = 1, repeats: int = 50) -> dict:
     """What the checkpoint says about its training, plus parameters, file size and measured speed."""
     import torch
@@ -302,8 +317,12 @@ def main() -> None:
                         "(after a change that leaves the weights alone, such as a new temperature, on another machine)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    models = args.models or shipped_models()
+    problems = timing_problems(args.root, models) if args.keep_timing and not args.table_only else []
+    if problems:  # said before any cell is evaluated (minutes)
+        parser.error("--keep-timing: " + "; ".join(problems) + " (time it: leave out --keep-timing, on an idle machine)")
     if not args.table_only:
-        for model in args.models or shipped_models():
+        for model in models:
             for column in [] if args.cards_only else args.columns:
                 for tta in TTAS:
                     record = evaluate_cell(model, column, tta, args.data_root)

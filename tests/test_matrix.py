@@ -54,3 +54,25 @@ def test_a_committed_cell_reproduces_on_real_data():
     assert {k: v for k, v in record.items() if k not in metrics} == {k: v for k, v in committed.items() if k not in metrics}
     for key in metrics:  # another CPU may flip an argmax or two on borderline faces
         assert abs(record[key] - committed[key]) <= 0.01, (key, record[key], committed[key])
+
+
+def test_keep_timing_refuses_a_missing_card_or_one_of_another_model_before_evaluating(tmp_path):
+    import shutil
+    import subprocess
+    import sys
+
+    for model in ("fer2013", "ferplus"):  # different architectures: medium and small ResNet
+        (tmp_path / model).mkdir()
+    shutil.copy(matrix.RECORDS / "fer2013" / "card.json", tmp_path / "fer2013" / "card.json")
+    assert matrix.timing_problems(tmp_path, ["fer2013"]) == []
+    assert matrix.timing_problems(tmp_path, ["ferplus"]) == [f"{tmp_path / 'ferplus' / 'card.json'}: no card to keep "
+                                                             "the speed of"]
+    shutil.copy(matrix.RECORDS / "fer2013" / "card.json", tmp_path / "ferplus" / "card.json")
+    assert matrix.timing_problems(tmp_path, ["ferplus"]) == [f"{tmp_path / 'ferplus' / 'card.json'}: timed another "
+                                                             "model than ferplus is now"]
+    (tmp_path / "ferplus" / "card.json").unlink()
+    done = subprocess.run([sys.executable, str(matrix.PAGE.parents[1] / "studies" / "matrix.py"), "--keep-timing",
+                           "--root", str(tmp_path), "--models", "fer2013", "ferplus"], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2 and "no card to keep the speed of" in done.stderr, done.stderr
+    assert [*tmp_path.rglob("*.json")] == [tmp_path / "fer2013" / "card.json"], "no cell was evaluated"
