@@ -33,6 +33,7 @@ class DataConfig:
     sources: list[str] = field(default_factory=list)  # dataset mixed: the datasets trained on together (fer.data.mixed)
     realign: list[str] = field(default_factory=list)  # datasets whose crops go through the face stage (fer.data.realign)
     realign_miss: str = "keep"  # a face the face stage does not find: keep (the crop resized) | drop; counted either way
+    repeat: dict[str, int] = field(default_factory=dict)  # dataset mixed: a source's training faces seen N times an epoch
 
 
 @dataclass(frozen=True)
@@ -165,8 +166,11 @@ def _check_type(value, annotation, where: str):
             raise ConfigError(f"{where}: expected a string or a list of strings, got {value!r}")
         return list(value)
     if origin is dict:
-        if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
-            raise ConfigError(f"{where}: expected a mapping of strings to strings, got {value!r}")
+        kind = typing.get_args(annotation)[1]  # str or int values
+        if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, kind) and not isinstance(v, bool)
+                                                  for k, v in value.items()):
+            raise ConfigError(f"{where}: expected a mapping of strings to {'strings' if kind is str else 'integers'}, "
+                              f"got {value!r}")
         return dict(value)
     if annotation is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
@@ -230,6 +234,11 @@ def _check_data(data: DataConfig, source: str) -> None:
             raise ConfigError(f"{source}: 'data.path' does not apply to dataset mixed (each source under the data root)")
     elif data.sources:
         raise ConfigError(f"{source}: 'data.sources' applies to dataset mixed only, not {data.dataset!r}")
+    for name, times in data.repeat.items():
+        if name not in data.sources:
+            raise ConfigError(f"{source}: 'data.repeat': {name!r} is not among data.sources ({', '.join(data.sources)})")
+        if times < 1:
+            raise ConfigError(f"{source}: 'data.repeat.{name}': must be >= 1, got {times!r}")
     allowed = data.sources if data.dataset == registry.MIXED else [data.dataset]
     stray = [name for name in data.realign if name not in allowed]
     if stray:

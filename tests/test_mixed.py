@@ -25,6 +25,9 @@ pytestmark = pytest.mark.skipif(not (DATA / "rafdb" / "Image").is_dir() or not (
     ({"dataset": "mixed", "sources": ["fer2013", "rafdb"], "realign": ["ferplus"]}, "not a dataset of this config"),
     ({"dataset": "rafdb", "sources": ["fer2013", "rafdb"]}, "mixed only"),
     ({"dataset": "mixed", "sources": ["rafdb", "rafdb"]}, "twice"),
+    ({"dataset": "mixed", "sources": ["fer2013", "rafdb"], "repeat": {"ferplus": 2}}, "'data.repeat': 'ferplus' is not"),
+    ({"dataset": "mixed", "sources": ["fer2013", "rafdb"], "repeat": {"rafdb": 0}}, "'data.repeat.rafdb': must be >= 1"),
+    ({"dataset": "mixed", "sources": ["fer2013", "rafdb"], "repeat": {"rafdb": 1.5}}, "mapping of strings to integers"),
 ])
 def test_mixed_config_mistakes_are_errors(data, message):
     with pytest.raises(ConfigError, match=message):
@@ -57,6 +60,16 @@ def test_union_of_training_and_selection_parts_without_test_splits(small_root, f
     if first == "ferplus":
         contempt = int(np.sum(np.array(own["ferplus"][0].labels) == own["ferplus"][0].class_names.index("contempt")))
         assert mixed_train.excluded.get("ferplus:contempt", 0) == contempt, mixed_train.excluded
+
+
+def test_repeat_lists_a_sources_training_faces_again_and_leaves_selection_alone(small_root):
+    base = {"dataset": "mixed", "sources": ["fer2013", "rafdb"], "val_fraction": 0.25}
+    once = load_train_val(config_from_dict({"data": base}).data, 0, small_root)
+    twice = load_train_val(config_from_dict({"data": {**base, "repeat": {"rafdb": 2}}}).data, 0, small_root)
+    rafdb = [p for p in once[0].paths if "rafdb" in p]
+    assert twice[0].paths == [p for p in once[0].paths if "rafdb" not in p] + rafdb + rafdb
+    assert twice[1].paths == once[1].paths, "the selection union is not repeated"
+    assert twice[0].notes["rafdb:repeat"] == 2 and "fer2013:repeat" not in twice[0].notes
 
 
 def tiny_mixed_run(small_root, out):

@@ -20,7 +20,7 @@ MIXED_CLASSES = FER2013_CLASSES
 
 def source_config(cfg: DataConfig, source: str) -> DataConfig:
     """The data config of one source: the mixed config with the source as its dataset."""
-    return dataclasses.replace(cfg, dataset=source, sources=[], path=None)
+    return dataclasses.replace(cfg, dataset=source, sources=[], path=None, repeat={})
 
 
 def relabel(faces: FaceSet, class_names, prefix: str) -> FaceSet:
@@ -47,10 +47,21 @@ def concatenate(parts: list[FaceSet], name: str) -> FaceSet:
                    {key: note for p in parts for key, note in p.notes.items()})
 
 
-def union(parts: dict[str, tuple[FaceSet, FaceSet]]) -> tuple[FaceSet, FaceSet]:
-    """{source: (training part, selection part)} -> (union of the training parts, union of the selection parts),
-    relabelled onto the 7 FER2013 classes."""
-    trains = [relabel(train, MIXED_CLASSES, source) for source, (train, _) in parts.items()]
+def repeated(faces: FaceSet, times: int) -> FaceSet:
+    """faces listed `times` times over (data.repeat: a smaller source weighs more in each epoch); noted in faces.notes."""
+    if times == 1:
+        return faces
+    result = faces.subset(np.tile(np.arange(len(faces)), times))
+    result.notes = {**faces.notes, "repeat": times}
+    return result
+
+
+def union(parts: dict[str, tuple[FaceSet, FaceSet]], repeat: dict[str, int] | None = None) -> tuple[FaceSet, FaceSet]:
+    """{source: (training part, selection part)} -> (union of the training parts, each listed repeat[source] times
+    (default once), union of the selection parts), relabelled onto the 7 FER2013 classes."""
+    repeat = repeat or {}
+    trains = [relabel(repeated(train, repeat.get(source, 1)), MIXED_CLASSES, source)
+              for source, (train, _) in parts.items()]
     vals = [relabel(val, MIXED_CLASSES, source) for source, (_, val) in parts.items()]
     return (concatenate(trains, "mixed[" + " + ".join(t.name for t in trains) + "]"),
             concatenate(vals, "mixed[" + " + ".join(v.name for v in vals) + "]"))

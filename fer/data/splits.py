@@ -63,7 +63,7 @@ def load_train_val(cfg: DataConfig, seed: int = 0, root=None) -> tuple[readers.F
     """
     if cfg.dataset == registry.MIXED:
         return mixed.union({source: load_train_val(mixed.source_config(cfg, source), seed, root)
-                            for source in cfg.sources})
+                            for source in cfg.sources}, cfg.repeat)
     dataset = registry.get(cfg.dataset)
     realigned = cfg.dataset in cfg.realign
     stored = native_config(cfg) if realigned else cfg  # how the files are read
